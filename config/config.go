@@ -1,0 +1,165 @@
+// Package config loads the agent's HCL configuration into a runtime Config.
+//
+// The HCL file is decoded into file-shaped structs (file.go), checked, and converted into
+// the types below, with every default filled in here and only here. No HCL type leaks out
+// of this package except inside *DiagError, which renders diagnostics with file, line,
+// column and source snippet.
+package config
+
+import (
+	"log/slog"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/robfig/cron/v3"
+)
+
+// DefaultPath is where the agent looks for its configuration when neither -config nor
+// DBCERT_AGENT_CONFIG is given.
+const DefaultPath = "/etc/dbcert-agent/agent.hcl"
+
+// EnvPath names the environment variable that overrides DefaultPath.
+const EnvPath = "DBCERT_AGENT_CONFIG"
+
+// Defaults, documented in agent.hcl.example and the README.
+const (
+	DefaultCloudSQLEndpoint = "https://sqladmin.googleapis.com/"
+	DefaultCloudSQLVersion  = "v1beta4"
+	DefaultRenewFraction    = 1.0 / 3
+	DefaultHookTimeout      = 30 * time.Second
+	DefaultKeyMode          = os.FileMode(0o600)
+	DefaultSignal           = syscall.SIGHUP
+)
+
+// Config is the validated, defaulted configuration.
+type Config struct {
+	// Path is the file the configuration was read from.
+	Path      string
+	Agent     Agent
+	Instances []*Instance
+}
+
+// Agent holds process-wide settings.
+type Agent struct {
+	LogLevel  slog.Level // default info
+	LogFormat string     // "text" (default) | "json"
+	Listen    string     // host:port for /metrics, /livez, /readyz; "" = off
+}
+
+// Provider types an instance block may name.
+const (
+	TypeCloudSQL = "cloudsql"
+)
+
+// Instance is one database instance whose credentials the agent keeps on disk.
+type Instance struct {
+	Name string // unique across types
+	Type string // TypeCloudSQL
+
+	// CloudSQL is set when Type is TypeCloudSQL.
+	CloudSQL *CloudSQL
+
+	Renewal  Renewal
+	Schedule *Schedule // nil when no schedule is set
+
+	Sinks []FileSink // at least one
+	Hooks []Hook     // run in order after every sink is written
+}
+
+// CloudSQL selects a Cloud SQL instance and how to reach its Admin API.
+type CloudSQL struct {
+	Project     string
+	Instance    string
+	Credentials *GoogleCredentials // never nil: ADC when no block is named or found
+	IAMAuthn    bool
+	APIEndpoint string // default DefaultCloudSQLEndpoint, always ends in "/"
+	APIVersion  string // "v1beta4" (default) | "v1"
+}
+
+// GoogleCredentials selects how Google API tokens are obtained. The zero value (Name
+// empty) means Application Default Credentials.
+type GoogleCredentials struct {
+	Name                      string
+	CredentialsFile           string
+	ImpersonateServiceAccount string
+	TokenFile                 string
+	QuotaProject              string
+}
+
+// Renewal controls when a certificate is renewed and when its key is replaced.
+type Renewal struct {
+	// BeforeFraction: renew when this fraction of the effective lifetime is left.
+	// Default DefaultRenewFraction. Zero when Before is set instead.
+	BeforeFraction float64
+	// Before: renew when this much time is left (renew_before = "15m").
+	Before time.Duration
+	// KeyMaxAge: reuse the private key for new certificates until it is this old.
+	// 0 (default, "every-cert") makes a new key for every certificate.
+	KeyMaxAge time.Duration
+}
+
+// Schedule is a validated cron specification.
+type Schedule struct {
+	Spec string
+	cron.Schedule
+}
+
+// Layouts of a file sink.
+const (
+	LayoutPEM   = "pem"
+	LayoutLibpq = "libpq"
+)
+
+// FileSink is a `sink "file"` block.
+type FileSink struct {
+	Dir     string      // absolute; relative paths in the file are resolved against the config's directory
+	Layout  string      // LayoutPEM (default) | LayoutLibpq
+	UID     int         // -1 when owner is not set
+	GID     int         // -1 when group is not set
+	KeyMode os.FileMode // default DefaultKeyMode; never has a world bit
+}
+
+// Hook kinds.
+const (
+	HookExec   = "exec"
+	HookSignal = "signal"
+)
+
+// Hook is one `hook` block; exactly one of Exec and Signal is set, matching Kind.
+type Hook struct {
+	Kind   string
+	Exec   *ExecHook
+	Signal *SignalHook
+}
+
+// ExecHook runs a command (argv, no shell).
+type ExecHook struct {
+	Command []string
+	Timeout time.Duration // default DefaultHookTimeout
+}
+
+// SignalHook signals the process whose pid is in PIDFile.
+type SignalHook struct {
+	PIDFile string
+	Signal  syscall.Signal // default DefaultSignal
+}
+
+// Instance returns the instance named name, or nil.
+func (c *Config) Instance(name string) *Instance {
+	for _, in := range c.Instances {
+		if in.Name == name {
+			return in
+		}
+	}
+	return nil
+}
+
+// InstanceNames lists the instance names in file order.
+func (c *Config) InstanceNames() []string {
+	names := make([]string, len(c.Instances))
+	for i, in := range c.Instances {
+		names[i] = in.Name
+	}
+	return names
+}

@@ -1,0 +1,526 @@
+package config
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"os/user"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/gohcl"
+	"github.com/hashicorp/hcl/v2/hclparse"
+	"github.com/robfig/cron/v3"
+	"golang.org/x/sys/unix"
+)
+
+// Options adjust how a configuration is read. The zero value reads the real environment
+// and user database.
+type Options struct {
+	// LookupEnv backs env(); default os.LookupEnv.
+	LookupEnv func(string) (string, bool)
+	// LookupUser and LookupGroup resolve owner/group names to ids; default os/user.
+	LookupUser  func(name string) (int, error)
+	LookupGroup func(name string) (int, error)
+}
+
+func (o *Options) fill() {
+	if o.LookupEnv == nil {
+		o.LookupEnv = os.LookupEnv
+	}
+	if o.LookupUser == nil {
+		o.LookupUser = func(name string) (int, error) {
+			u, err := user.Lookup(name)
+			if err != nil {
+				return 0, err
+			}
+			return strconv.Atoi(u.Uid)
+		}
+	}
+	if o.LookupGroup == nil {
+		o.LookupGroup = func(name string) (int, error) {
+			g, err := user.LookupGroup(name)
+			if err != nil {
+				return 0, err
+			}
+			return strconv.Atoi(g.Gid)
+		}
+	}
+}
+
+// ResolvePath picks the config path: flag value if set, else $DBCERT_AGENT_CONFIG, else
+// DefaultPath.
+func ResolvePath(flag string) string {
+	if flag != "" {
+		return flag
+	}
+	if p := os.Getenv(EnvPath); p != "" {
+		return p
+	}
+	return DefaultPath
+}
+
+// Load reads and checks the configuration at path. Errors in the file are returned as
+// *DiagError; a file that cannot be read is returned as a plain error naming the path.
+func Load(path string, opts Options) (*Config, error) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	return Parse(path, src, opts)
+}
+
+// Parse checks configuration source; filename is used in diagnostics and relative paths
+// in the file are resolved against its directory. No network calls are made.
+func Parse(filename string, src []byte, opts Options) (*Config, error) {
+	opts.fill()
+	p := hclparse.NewParser()
+	f, diags := p.ParseHCL(src, filename)
+	if diags.HasErrors() {
+		return nil, &DiagError{Diags: diags, files: p.Files()}
+	}
+	absDir, err := filepath.Abs(filepath.Dir(filename))
+	if err != nil {
+		return nil, err
+	}
+	l := &loader{opts: opts, baseDir: absDir, ctx: evalContext(absDir, opts.LookupEnv)}
+	cfg := l.load(f.Body)
+	l.diags = append(diags, l.diags...)
+	if l.diags.HasErrors() {
+		return nil, &DiagError{Diags: l.diags, files: p.Files()}
+	}
+	cfg.Path = filename
+	return cfg, nil
+}
+
+type loader struct {
+	opts    Options
+	baseDir string
+	ctx     *hcl.EvalContext
+	diags   hcl.Diagnostics
+
+	google map[string]*GoogleCredentials
+}
+
+func (l *loader) add(d ...*hcl.Diagnostic) { l.diags = append(l.diags, d...) }
+
+func (l *loader) decode(body hcl.Body, v any) bool {
+	ds := gohcl.DecodeBody(body, l.ctx, v)
+	l.add(ds...)
+	return !ds.HasErrors()
+}
+
+func (l *loader) load(body hcl.Body) *Config {
+	var root fileRoot
+	if !l.decode(body, &root) {
+		return nil
+	}
+	cfg := &Config{Agent: l.agent(root.Agents)}
+	l.credentials(root.Credentials)
+	seen := map[string]hcl.Range{}
+	sinkDirs := map[string]hcl.Range{}
+	for _, b := range root.Instances {
+		if prev, dup := seen[b.Name]; dup {
+			l.add(errAt(b.NameRange, "Duplicate instance name",
+				fmt.Sprintf("An instance named %q is already defined at %s; names must be unique across types.", b.Name, prev)))
+			continue
+		}
+		seen[b.Name] = b.NameRange
+		if in := l.instance(b, sinkDirs); in != nil {
+			cfg.Instances = append(cfg.Instances, in)
+		}
+	}
+	return cfg
+}
+
+var (
+	logLevels = map[string]slog.Level{"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError}
+	nameRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+)
+
+func (l *loader) agent(blocks []fileAgent) Agent {
+	a := Agent{LogLevel: slog.LevelInfo, LogFormat: "text"}
+	if len(blocks) > 1 {
+		l.add(errAt(blocks[1].DefRange, "Duplicate agent block", "Only one agent block is allowed; merge the settings into the first one."))
+	}
+	if len(blocks) == 0 {
+		return a
+	}
+	b := blocks[0]
+	if b.LogLevel != "" {
+		lv, ok := logLevels[b.LogLevel]
+		if !ok {
+			l.add(errAt(b.LogLevelRange, "Invalid log_level", fmt.Sprintf("log_level must be one of debug, info, warn, error; got %q.", b.LogLevel)))
+		}
+		a.LogLevel = lv
+	}
+	switch b.LogFormat {
+	case "":
+	case "text", "json":
+		a.LogFormat = b.LogFormat
+	default:
+		l.add(errAt(b.LogFormatRange, "Invalid log_format", fmt.Sprintf("log_format must be \"text\" or \"json\"; got %q.", b.LogFormat)))
+	}
+	if b.Listen != "" {
+		if _, port, err := net.SplitHostPort(b.Listen); err != nil || port == "" {
+			l.add(errAt(b.ListenRange, "Invalid listen address", fmt.Sprintf("listen must be host:port, such as \"127.0.0.1:9464\"; got %q.", b.Listen)))
+		}
+		a.Listen = b.Listen
+	}
+	return a
+}
+
+var credentialTypes = []string{"google"}
+
+func (l *loader) credentials(blocks []fileLabelled2) {
+	l.google = map[string]*GoogleCredentials{}
+	for _, b := range blocks {
+		if b.Type != "google" {
+			l.add(errAt(b.TypeRange, "Unsupported credentials type",
+				fmt.Sprintf("Credentials type %q is not supported by this version; supported: %s.%s", b.Type, strings.Join(credentialTypes, ", "), suggest(b.Type, credentialTypes))))
+			continue
+		}
+		if _, dup := l.google[b.Name]; dup {
+			l.add(errAt(b.NameRange, "Duplicate credentials block", fmt.Sprintf("credentials %q %q is defined twice.", b.Type, b.Name)))
+			continue
+		}
+		var f fileGoogleCredentials
+		if !l.decode(b.Body, &f) {
+			continue
+		}
+		if f.CredentialsFile != "" && f.TokenFile != "" {
+			l.add(errAt(f.TokenFileRange, "Conflicting credentials",
+				"Set either credentials_file or token_file, not both: token_file is a ready bearer token, credentials_file makes tokens itself."))
+		}
+		l.google[b.Name] = &GoogleCredentials{
+			Name:                      b.Name,
+			CredentialsFile:           l.path(f.CredentialsFile),
+			ImpersonateServiceAccount: f.ImpersonateServiceAccount,
+			TokenFile:                 l.path(f.TokenFile),
+			QuotaProject:              f.QuotaProject,
+		}
+	}
+}
+
+// path resolves p against the config's directory; "" stays "".
+func (l *loader) path(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(l.baseDir, p)
+}
+
+var instanceTypes = []string{TypeCloudSQL}
+
+func (l *loader) instance(b fileLabelled2, sinkDirs map[string]hcl.Range) *Instance {
+	if !nameRE.MatchString(b.Name) {
+		l.add(errAt(b.NameRange, "Invalid instance name",
+			fmt.Sprintf("Instance name %q must start with a letter or digit and hold only letters, digits, '.', '_' and '-'.", b.Name)))
+		return nil
+	}
+	var typed any
+	switch b.Type {
+	case TypeCloudSQL:
+		typed = &fileCloudSQL{}
+	default:
+		l.add(errAt(b.TypeRange, "Unsupported instance type",
+			fmt.Sprintf("Instance type %q is not supported by this version; supported: %s.%s", b.Type, strings.Join(instanceTypes, ", "), suggest(b.Type, instanceTypes))))
+		return nil
+	}
+	// Check the union of the common and the type's schema first, so an unknown name is
+	// reported once, with suggestions drawn from every valid name.
+	var common fileInstanceCommon
+	if !l.checkSchema(b.Body, &common, typed) || !l.decode(b.Body, &common) || !l.decode(common.Remain, typed) {
+		return nil
+	}
+	in := &Instance{Name: b.Name, Type: b.Type}
+	switch t := typed.(type) {
+	case *fileCloudSQL:
+		in.CloudSQL = l.cloudSQL(t)
+	}
+	l.renewal(&in.Renewal, common)
+	if common.Schedule != "" {
+		s, err := cron.ParseStandard(common.Schedule)
+		if err != nil {
+			l.add(errAt(common.ScheduleRange, "Invalid schedule",
+				fmt.Sprintf("%v. Use 5 cron fields (\"0 3 * * *\"), a descriptor (\"@daily\", \"@every 6h\"), optionally after CRON_TZ=Area/City.", err)))
+		} else {
+			in.Schedule = &Schedule{Spec: common.Schedule, Schedule: s}
+		}
+	}
+	if len(common.Sinks) == 0 {
+		l.add(errAt(b.DefRange, "Missing sink", fmt.Sprintf("Instance %q has no sink block; add at least one, e.g. sink \"file\" { dir = \"/var/lib/dbcert-agent/%s\" }.", b.Name, b.Name)))
+	}
+	for _, sb := range common.Sinks {
+		if s, ok := l.sink(sb, sinkDirs); ok {
+			in.Sinks = append(in.Sinks, s)
+		}
+	}
+	for _, hb := range common.Hooks {
+		if h, ok := l.hook(hb); ok {
+			in.Hooks = append(in.Hooks, h)
+		}
+	}
+	return in
+}
+
+// checkSchema validates body against the union of the schemas of parts.
+func (l *loader) checkSchema(body hcl.Body, parts ...any) bool {
+	var schema hcl.BodySchema
+	for _, p := range parts {
+		s, _ := gohcl.ImpliedBodySchema(p)
+		schema.Attributes = append(schema.Attributes, s.Attributes...)
+		schema.Blocks = append(schema.Blocks, s.Blocks...)
+	}
+	_, ds := body.Content(&schema)
+	l.add(ds...)
+	return !ds.HasErrors()
+}
+
+func (l *loader) cloudSQL(f *fileCloudSQL) *CloudSQL {
+	c := &CloudSQL{
+		Project:     f.Project,
+		Instance:    f.Instance,
+		IAMAuthn:    f.IAMAuthn,
+		APIEndpoint: DefaultCloudSQLEndpoint,
+		APIVersion:  DefaultCloudSQLVersion,
+	}
+	l.nonEmpty(f.Project, f.ProjectRange, "project", "the Google Cloud project ID, such as \"my-proj\"")
+	l.nonEmpty(f.Instance, f.InstanceRange, "instance", "the Cloud SQL instance name only (no project or region)")
+	if strings.Contains(f.Instance, ":") {
+		l.add(errAt(f.InstanceRange, "Invalid instance", fmt.Sprintf("instance must be the instance name only, not a connection name; got %q. Put the project in project.", f.Instance)))
+	}
+	if f.IAMAuthn {
+		l.add(errAt(f.IAMAuthnRange, "iam_authn is not supported yet",
+			"This version cannot embed IAM login tokens in certificates; remove iam_authn or set it to false."))
+	}
+	if f.APIEndpoint != "" {
+		if ep, ok := l.endpoint(f.APIEndpoint, f.APIEndpointRange); ok {
+			c.APIEndpoint = ep
+		}
+	}
+	switch f.APIVersion {
+	case "":
+	case "v1beta4", "v1":
+		c.APIVersion = f.APIVersion
+	default:
+		l.add(errAt(f.APIVersionRange, "Invalid api_version",
+			fmt.Sprintf("api_version must be \"v1beta4\" or \"v1\"; got %q.%s", f.APIVersion, suggest(f.APIVersion, []string{"v1beta4", "v1"}))))
+	}
+	c.Credentials = l.googleRef(f.Credentials, f.CredentialsRange)
+	return c
+}
+
+// googleRef resolves an instance's credentials attribute. Unset means the block named
+// "default" when there is one, else Application Default Credentials.
+func (l *loader) googleRef(name string, rng hcl.Range) *GoogleCredentials {
+	if name == "" {
+		if c, ok := l.google["default"]; ok {
+			return c
+		}
+		return &GoogleCredentials{}
+	}
+	if c, ok := l.google[name]; ok {
+		return c
+	}
+	names := make([]string, 0, len(l.google))
+	for n := range l.google {
+		names = append(names, n)
+	}
+	l.add(errAt(rng, "Unknown credentials",
+		fmt.Sprintf("No credentials \"google\" %q block is defined.%s Remove the attribute to use Application Default Credentials.", name, suggest(name, names))))
+	return &GoogleCredentials{}
+}
+
+func (l *loader) nonEmpty(v string, rng hcl.Range, attr, what string) {
+	if strings.TrimSpace(v) == "" {
+		l.add(errAt(rng, "Empty "+attr, fmt.Sprintf("%s must be set: %s.", attr, what)))
+	}
+}
+
+// endpoint checks an api_endpoint: https, or http on a loopback host; returns it with a
+// trailing slash.
+func (l *loader) endpoint(raw string, rng hcl.Range) (string, bool) {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		l.add(errAt(rng, "Invalid api_endpoint", fmt.Sprintf("api_endpoint must be an absolute https:// URL; got %q.", raw)))
+		return "", false
+	}
+	if u.Scheme == "http" && !IsLoopbackHost(u.Hostname()) {
+		l.add(errAt(rng, "Insecure api_endpoint",
+			fmt.Sprintf("api_endpoint %q uses http://, which is allowed only for loopback addresses (127.0.0.0/8, ::1, localhost); use https://.", raw)))
+		return "", false
+	}
+	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		l.add(errAt(rng, "Invalid api_endpoint", "api_endpoint must not carry a query, fragment or user info."))
+		return "", false
+	}
+	if !strings.HasSuffix(u.Path, "/") {
+		u.Path += "/"
+	}
+	return u.String(), true
+}
+
+// IsLoopbackHost reports whether host is localhost or a loopback IP address.
+func IsLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func (l *loader) renewal(r *Renewal, c fileInstanceCommon) {
+	r.BeforeFraction = DefaultRenewFraction
+	if v := c.RenewBefore; v != "" {
+		if pct, ok := strings.CutSuffix(v, "%"); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(pct), 64)
+			if err != nil || f <= 0 || f >= 100 {
+				l.add(errAt(c.RenewBeforeRange, "Invalid renew_before", fmt.Sprintf("A percentage must be above 0%% and below 100%%; got %q.", v)))
+			}
+			r.BeforeFraction = f / 100
+		} else {
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 {
+				l.add(errAt(c.RenewBeforeRange, "Invalid renew_before", fmt.Sprintf("renew_before must be a percentage of the lifetime (\"33%%\") or a positive duration (\"15m\"); got %q.", v)))
+			}
+			r.BeforeFraction, r.Before = 0, d
+		}
+	}
+	switch v := c.KeyRotation; v {
+	case "", "every-cert":
+	default:
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			l.add(errAt(c.KeyRotationRange, "Invalid key_rotation", fmt.Sprintf("key_rotation must be \"every-cert\" or a positive duration (\"24h\"); got %q.", v)))
+		}
+		r.KeyMaxAge = d
+	}
+}
+
+var sinkTypes = []string{"file"}
+
+func (l *loader) sink(b fileLabelled1, dirs map[string]hcl.Range) (FileSink, bool) {
+	s := FileSink{Layout: LayoutPEM, UID: -1, GID: -1, KeyMode: DefaultKeyMode}
+	if b.Type != "file" {
+		l.add(errAt(b.TypeRange, "Unsupported sink type", fmt.Sprintf("Sink type %q is not supported; supported: file.%s", b.Type, suggest(b.Type, sinkTypes))))
+		return s, false
+	}
+	var f fileFileSink
+	if !l.decode(b.Body, &f) {
+		return s, false
+	}
+	before := len(l.diags)
+	l.nonEmpty(f.Dir, f.DirRange, "dir", "the directory this sink owns")
+	s.Dir = filepath.Clean(l.path(f.Dir))
+	if prev, dup := dirs[s.Dir]; dup && f.Dir != "" {
+		l.add(errAt(f.DirRange, "Directory used twice", fmt.Sprintf("%s is already the dir of the sink at %s; each sink needs a directory of its own.", s.Dir, prev)))
+	}
+	dirs[s.Dir] = f.DirRange
+	switch f.Layout {
+	case "":
+	case LayoutPEM, LayoutLibpq:
+		s.Layout = f.Layout
+	default:
+		l.add(errAt(f.LayoutRange, "Invalid layout", fmt.Sprintf("layout must be \"pem\" or \"libpq\"; got %q.%s", f.Layout, suggest(f.Layout, []string{LayoutPEM, LayoutLibpq}))))
+	}
+	if f.Mode != "" {
+		m, err := strconv.ParseUint(f.Mode, 8, 32)
+		switch {
+		case err != nil || m > 0o777:
+			l.add(errAt(f.ModeRange, "Invalid mode", fmt.Sprintf("mode must be an octal string such as \"0600\"; got %q.", f.Mode)))
+		case m&0o007 != 0:
+			l.add(errAt(f.ModeRange, "Private key readable by others",
+				fmt.Sprintf("mode %q gives world access to the private key; use \"0600\" (or \"0640\" with a group).", f.Mode)))
+		case m&0o400 == 0:
+			l.add(errAt(f.ModeRange, "Invalid mode", fmt.Sprintf("mode %q does not let the owner read the key.", f.Mode)))
+		default:
+			s.KeyMode = os.FileMode(m)
+		}
+	}
+	if f.Owner != "" {
+		s.UID = l.id(f.Owner, f.OwnerRange, "owner", l.opts.LookupUser)
+	}
+	if f.Group != "" {
+		s.GID = l.id(f.Group, f.GroupRange, "group", l.opts.LookupGroup)
+	}
+	return s, len(l.diags) == before
+}
+
+// id resolves a user or group given by name or number.
+func (l *loader) id(v string, rng hcl.Range, attr string, lookup func(string) (int, error)) int {
+	if n, err := strconv.Atoi(v); err == nil {
+		if n < 0 {
+			l.add(errAt(rng, "Invalid "+attr, fmt.Sprintf("%s must be a name or a non-negative number; got %q.", attr, v)))
+		}
+		return n
+	}
+	n, err := lookup(v)
+	if err != nil {
+		l.add(errAt(rng, "Unknown "+attr, fmt.Sprintf("%s %q does not exist on this machine (%v); create it or give a numeric id.", attr, v, err)))
+		return -1
+	}
+	return n
+}
+
+var hookTypes = []string{HookExec, HookSignal}
+
+func (l *loader) hook(b fileLabelled1) (Hook, bool) {
+	before := len(l.diags)
+	switch b.Type {
+	case HookExec:
+		var f fileExecHook
+		if !l.decode(b.Body, &f) {
+			return Hook{}, false
+		}
+		h := &ExecHook{Command: f.Command, Timeout: DefaultHookTimeout}
+		if len(f.Command) == 0 || f.Command[0] == "" {
+			l.add(errAt(f.CommandRange, "Empty command", "command must name a program and its arguments, such as [\"/usr/bin/systemctl\", \"reload\", \"myapp\"]."))
+		}
+		if f.Timeout != "" {
+			d, err := time.ParseDuration(f.Timeout)
+			if err != nil || d <= 0 {
+				l.add(errAt(f.TimeoutRange, "Invalid timeout", fmt.Sprintf("timeout must be a positive duration such as \"30s\"; got %q.", f.Timeout)))
+			}
+			h.Timeout = d
+		}
+		return Hook{Kind: HookExec, Exec: h}, len(l.diags) == before
+	case HookSignal:
+		var f fileSignalHook
+		if !l.decode(b.Body, &f) {
+			return Hook{}, false
+		}
+		h := &SignalHook{PIDFile: l.path(f.PIDFile), Signal: DefaultSignal}
+		l.nonEmpty(f.PIDFile, f.PIDFileRange, "pid_file", "the file holding the pid to signal")
+		if f.Signal != "" {
+			sig, err := ParseSignal(f.Signal)
+			if err != nil {
+				l.add(errAt(f.SignalRange, "Invalid signal", err.Error()))
+			}
+			h.Signal = sig
+		}
+		return Hook{Kind: HookSignal, Signal: h}, len(l.diags) == before
+	}
+	l.add(errAt(b.TypeRange, "Unsupported hook type", fmt.Sprintf("Hook type %q is not supported; supported: exec, signal.%s", b.Type, suggest(b.Type, hookTypes))))
+	return Hook{}, false
+}
+
+// ParseSignal accepts signal names with or without the SIG prefix, in any case
+// ("SIGHUP", "hup").
+func ParseSignal(name string) (syscall.Signal, error) {
+	n := strings.ToUpper(strings.TrimSpace(name))
+	if !strings.HasPrefix(n, "SIG") {
+		n = "SIG" + n
+	}
+	if s := unix.SignalNum(n); s != 0 {
+		return s, nil
+	}
+	return 0, fmt.Errorf("unknown signal %q; use a name such as SIGHUP, SIGUSR1 or SIGTERM", name)
+}
