@@ -29,6 +29,17 @@ func (e *DiagError) Error() string {
 	return strings.Join(lines, "\n")
 }
 
+// ErrorCount is the number of error diagnostics (warnings excluded).
+func (e *DiagError) ErrorCount() int {
+	n := 0
+	for _, d := range e.Diags {
+		if d.Severity == hcl.DiagError {
+			n++
+		}
+	}
+	return n
+}
+
 func diagLine(d *hcl.Diagnostic) string {
 	s := d.Summary
 	if d.Detail != "" {

@@ -113,7 +113,13 @@ func (l *loader) add(d ...*hcl.Diagnostic) { l.diags = append(l.diags, d...) }
 
 func (l *loader) decode(body hcl.Body, v any) bool {
 	ds := gohcl.DecodeBody(body, l.ctx, v)
-	l.add(ds...)
+	for _, d := range ds {
+		// A failed env() or file() call leaves an unknown value behind, which gohcl
+		// reports a second time; the function's own diagnostic already says it all.
+		if d.Detail != "Unsuitable value: value must be known" {
+			l.add(d)
+		}
+	}
 	return !ds.HasErrors()
 }
 

@@ -1,0 +1,264 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files in testdata/")
+
+// testOptions resolve users and groups without the machine's user database and give
+// env() a fixed environment.
+func testOptions() Options {
+	ids := map[string]int{"app": 1000, "root": 0}
+	lookup := func(name string) (int, error) {
+		if id, ok := ids[name]; ok {
+			return id, nil
+		}
+		return 0, fmt.Errorf("unknown name %s", name)
+	}
+	env := map[string]string{"DBCERT_TEST_PROJECT": "env-proj"}
+	return Options{
+		LookupEnv:   func(k string) (string, bool) { v, ok := env[k]; return v, ok },
+		LookupUser:  lookup,
+		LookupGroup: lookup,
+	}
+}
+
+var locRE = regexp.MustCompile(`(?m)^testdata/invalid/[a-z_]+\.hcl:\d+:\d+: error: `)
+
+// TestInvalidConfigs loads every fixture in testdata/invalid and compares the rendered
+// diagnostics with its .golden file (go test ./config -update rewrites them).
+func TestInvalidConfigs(t *testing.T) {
+	files, err := filepath.Glob("testdata/invalid/*.hcl")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no fixtures: %v", err)
+	}
+	for _, f := range files {
+		name := strings.TrimSuffix(filepath.Base(f), ".hcl")
+		t.Run(name, func(t *testing.T) {
+			_, err := Load(f, testOptions())
+			var de *DiagError
+			if !errors.As(err, &de) {
+				t.Fatalf("Load(%s) = %v, want *DiagError", f, err)
+			}
+			var buf bytes.Buffer
+			if err := de.Render(&buf, 78); err != nil {
+				t.Fatal(err)
+			}
+			got := buf.String()
+			if !locRE.MatchString(got) {
+				t.Errorf("diagnostic has no file:line:col: prefix:\n%s", got)
+			}
+			if !strings.Contains(got, "  on "+f+" line ") {
+				t.Errorf("diagnostic has no source context:\n%s", got)
+			}
+			golden := strings.TrimSuffix(f, ".hcl") + ".golden"
+			if *update {
+				if err := os.WriteFile(golden, buf.Bytes(), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run go test ./config -update)", err)
+			}
+			if got != string(want) {
+				t.Errorf("diagnostics differ from %s:\n--- got\n%s\n--- want\n%s", golden, got, want)
+			}
+		})
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	src := `
+instance "cloudsql" "orders" {
+  project  = env("DBCERT_TEST_PROJECT")
+  instance = "orders-pg"
+  sink "file" { dir = "out/orders" }
+  hook "exec" { command = ["/bin/true"] }
+  hook "signal" { pid_file = "/run/x.pid" }
+}`
+	cfg, err := Parse("/etc/dbcert-agent/agent.hcl", []byte(src), testOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Agent.LogLevel != slog.LevelInfo || cfg.Agent.LogFormat != "text" || cfg.Agent.Listen != "" {
+		t.Errorf("agent defaults = %+v", cfg.Agent)
+	}
+	in := cfg.Instances[0]
+	c := in.CloudSQL
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"project from env()", c.Project, "env-proj"},
+		{"endpoint", c.APIEndpoint, DefaultCloudSQLEndpoint},
+		{"version", c.APIVersion, "v1beta4"},
+		{"credentials = ADC", *c.Credentials, GoogleCredentials{}},
+		{"renew fraction", in.Renewal.BeforeFraction, DefaultRenewFraction},
+		{"key rotation every cert", in.Renewal.KeyMaxAge, time.Duration(0)},
+		{"no schedule", in.Schedule == nil, true},
+		{"sink dir relative to config", in.Sinks[0].Dir, "/etc/dbcert-agent/out/orders"},
+		{"layout", in.Sinks[0].Layout, LayoutPEM},
+		{"key mode", in.Sinks[0].KeyMode, os.FileMode(0o600)},
+		{"uid", in.Sinks[0].UID, -1},
+		{"gid", in.Sinks[0].GID, -1},
+		{"exec timeout", in.Hooks[0].Exec.Timeout, 30 * time.Second},
+		{"signal", in.Hooks[1].Signal.Signal, syscall.SIGHUP},
+	}
+	for _, ck := range checks {
+		if ck.got != ck.want {
+			t.Errorf("%s = %v, want %v", ck.name, ck.got, ck.want)
+		}
+	}
+}
+
+func TestValues(t *testing.T) {
+	tests := []struct {
+		name  string
+		attrs string // inside the instance block
+		sink  string // inside the sink block
+		check func(t *testing.T, in *Instance)
+	}{
+		{"renew_before percent", `renew_before = "50%"`, "", func(t *testing.T, in *Instance) {
+			if in.Renewal.BeforeFraction != 0.5 || in.Renewal.Before != 0 {
+				t.Errorf("renewal = %+v", in.Renewal)
+			}
+		}},
+		{"renew_before duration", `renew_before = "15m"`, "", func(t *testing.T, in *Instance) {
+			if in.Renewal.Before != 15*time.Minute || in.Renewal.BeforeFraction != 0 {
+				t.Errorf("renewal = %+v", in.Renewal)
+			}
+		}},
+		{"key_rotation duration", `key_rotation = "24h"`, "", func(t *testing.T, in *Instance) {
+			if in.Renewal.KeyMaxAge != 24*time.Hour {
+				t.Errorf("key max age = %v", in.Renewal.KeyMaxAge)
+			}
+		}},
+		{"schedule with CRON_TZ", `schedule = "CRON_TZ=Europe/Berlin 0 3 * * *"`, "", func(t *testing.T, in *Instance) {
+			if in.Schedule == nil || in.Schedule.Spec != "CRON_TZ=Europe/Berlin 0 3 * * *" {
+				t.Fatalf("schedule = %+v", in.Schedule)
+			}
+			from := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+			if next := in.Schedule.Next(from); !next.Equal(time.Date(2026, 1, 2, 2, 0, 0, 0, time.UTC)) {
+				t.Errorf("next = %v", next)
+			}
+		}},
+		{"schedule descriptor", `schedule = "@every 6h"`, "", func(t *testing.T, in *Instance) {
+			if in.Schedule == nil {
+				t.Fatal("no schedule")
+			}
+		}},
+		{"v1 and loopback http endpoint", "api_version = \"v1\"\napi_endpoint = \"http://127.0.0.1:8080\"", "", func(t *testing.T, in *Instance) {
+			if in.CloudSQL.APIVersion != "v1" || in.CloudSQL.APIEndpoint != "http://127.0.0.1:8080/" {
+				t.Errorf("cloudsql = %+v", in.CloudSQL)
+			}
+		}},
+		{"localhost and ipv6 loopback", `api_endpoint = "http://[::1]:9/base"`, "", func(t *testing.T, in *Instance) {
+			if in.CloudSQL.APIEndpoint != "http://[::1]:9/base/" {
+				t.Errorf("endpoint = %q", in.CloudSQL.APIEndpoint)
+			}
+		}},
+		{"sink owner, group, mode, libpq", "", "layout = \"libpq\"\nowner = \"app\"\ngroup = \"0\"\nmode = \"0640\"", func(t *testing.T, in *Instance) {
+			s := in.Sinks[0]
+			if s.Layout != LayoutLibpq || s.UID != 1000 || s.GID != 0 || s.KeyMode != 0o640 {
+				t.Errorf("sink = %+v", s)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := fmt.Sprintf("instance \"cloudsql\" \"x\" {\nproject = \"p\"\ninstance = \"i\"\n%s\nsink \"file\" {\ndir = \"/d\"\n%s\n}\n}\n", tt.attrs, tt.sink)
+			cfg, err := Parse("agent.hcl", []byte(src), testOptions())
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, cfg.Instances[0])
+		})
+	}
+}
+
+func TestNamedCredentials(t *testing.T) {
+	src := `
+credentials "google" "default" { credentials_file = "sa.json" }
+credentials "google" "other" {
+  token_file    = "/run/token"
+  quota_project = "billing"
+  impersonate_service_account = "certs@p.iam.gserviceaccount.com"
+}
+instance "cloudsql" "a" {
+  project = "p"
+  instance = "a"
+  sink "file" { dir = "/a" }
+}
+instance "cloudsql" "b" {
+  project = "p"
+  instance = "b"
+  credentials = "other"
+  sink "file" { dir = "/b" }
+}`
+	cfg, err := Parse("/etc/x/agent.hcl", []byte(src), testOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := cfg.Instance("a").CloudSQL.Credentials, cfg.Instance("b").CloudSQL.Credentials
+	if a.Name != "default" || a.CredentialsFile != "/etc/x/sa.json" {
+		t.Errorf("a uses %+v, want the default block with an absolute path", a)
+	}
+	if b.Name != "other" || b.TokenFile != "/run/token" || b.QuotaProject != "billing" || b.ImpersonateServiceAccount == "" {
+		t.Errorf("b uses %+v", b)
+	}
+}
+
+func TestParseSignal(t *testing.T) {
+	for in, want := range map[string]syscall.Signal{"SIGHUP": syscall.SIGHUP, "HUP": syscall.SIGHUP, "usr1": syscall.SIGUSR1, " SIGTERM ": syscall.SIGTERM} {
+		got, err := ParseSignal(in)
+		if err != nil || got != want {
+			t.Errorf("ParseSignal(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	if _, err := ParseSignal("SIGNOPE"); err == nil {
+		t.Error("ParseSignal(SIGNOPE) succeeded")
+	}
+}
+
+func TestResolvePath(t *testing.T) {
+	t.Setenv(EnvPath, "")
+	if got := ResolvePath(""); got != DefaultPath {
+		t.Errorf("default = %q", got)
+	}
+	t.Setenv(EnvPath, "/from/env.hcl")
+	if got := ResolvePath(""); got != "/from/env.hcl" {
+		t.Errorf("env = %q", got)
+	}
+	if got := ResolvePath("/flag.hcl"); got != "/flag.hcl" {
+		t.Errorf("flag = %q", got)
+	}
+}
+
+func TestExampleConfigIsValid(t *testing.T) {
+	if _, err := Load("../agent.hcl.example", Options{}); err != nil {
+		t.Fatalf("agent.hcl.example does not validate: %v", err)
+	}
+}
+
+func TestLevenshteinSuggest(t *testing.T) {
+	if got := suggest("cloudsq", []string{"cloudsql", "alloydb"}); got != ` Did you mean "cloudsql"?` {
+		t.Errorf("suggest = %q", got)
+	}
+	if got := suggest("zzzzzz", []string{"cloudsql"}); got != "" {
+		t.Errorf("suggest far = %q", got)
+	}
+}

@@ -1,0 +1,6 @@
+instance "cloudsql" "orders" {
+  project   = "my-proj"
+  instance  = "orders-pg"
+  iam_authn = true
+  sink "file" { dir = "/var/lib/dbcert-agent/orders" }
+}

@@ -1,0 +1,4 @@
+instance "cloudsql" "orders" {
+  instance = "orders-pg"
+  sink "file" { dir = "/var/lib/dbcert-agent/orders" }
+}

@@ -1,0 +1,4 @@
+instance "cloudsql" "orders" {
+  project  = "my-proj
+  instance = "orders-pg"
+}

@@ -1,0 +1,5 @@
+instance "cloudsq" "orders" {
+  project  = "my-proj"
+  instance = "orders-pg"
+  sink "file" { dir = "/var/lib/dbcert-agent/orders" }
+}
