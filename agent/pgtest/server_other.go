@@ -1,0 +1,25 @@
+//go:build !linux
+
+package pgtest
+
+import (
+	"errors"
+	"runtime"
+	"testing"
+)
+
+// process is unused off Linux.
+type process struct{}
+
+// Start is only implemented on Linux; elsewhere it skips t (fails it with
+// DBCERT_E2E=require).
+func Start(t testing.TB, o Options) *Server {
+	t.Helper()
+	unavailable(t, "pgtest supports only linux, not "+runtime.GOOS)
+	return nil
+}
+
+// ReplaceServerCert is only implemented on Linux.
+func (s *Server) ReplaceServerCert(certPEM, keyPEM, clientCAPEM []byte) error {
+	return errors.New("pgtest: not supported on " + runtime.GOOS)
+}
