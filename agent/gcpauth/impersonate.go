@@ -1,0 +1,176 @@
+package gcpauth
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"golang.org/x/oauth2"
+)
+
+const (
+	// impersonationLifetime is requested for impersonated tokens (the API's
+	// maximum without an organisation policy exception).
+	impersonationLifetime = "3600s"
+
+	// impersonationEarlyRefresh: impersonated tokens are replaced this long
+	// before they expire.
+	impersonationEarlyRefresh = 5 * time.Minute
+)
+
+// impersonatingSource mints access tokens for a service account through IAM
+// Credentials generateAccessToken, authenticated with base.
+type impersonatingSource struct {
+	ctx    context.Context // carries oauth2.HTTPClient
+	base   oauth2.TokenSource
+	sa     string
+	url    string
+	scopes []string
+}
+
+func newImpersonatingSource(ctx context.Context, base oauth2.TokenSource, sa, endpoint string, scopes []string) (oauth2.TokenSource, error) {
+	if strings.ContainsAny(sa, "/?#% \t\r\n") {
+		return nil, fmt.Errorf("impersonate_service_account %q is not a service account e-mail or unique ID", sa)
+	}
+	if endpoint == "" {
+		endpoint = DefaultIAMCredentialsEndpoint
+	}
+	u, err := checkEndpoint(endpoint)
+	if err != nil {
+		return nil, fmt.Errorf("IAM Credentials endpoint: %w", err)
+	}
+	s := &impersonatingSource{
+		ctx:    ctx,
+		base:   base,
+		sa:     sa,
+		url:    u.String() + "v1/projects/-/serviceAccounts/" + url.PathEscape(sa) + ":generateAccessToken",
+		scopes: append([]string(nil), scopes...),
+	}
+	return oauth2.ReuseTokenSourceWithExpiry(nil, s, impersonationEarlyRefresh), nil
+}
+
+type generateAccessTokenRequest struct {
+	Scope    []string `json:"scope"`
+	Lifetime string   `json:"lifetime"`
+}
+
+type generateAccessTokenResponse struct {
+	AccessToken string `json:"accessToken"`
+	ExpireTime  string `json:"expireTime"`
+}
+
+// googleError is the usual Google API error body.
+type googleError struct {
+	Error struct {
+		Code    int    `json:"code"`
+		Message string `json:"message"`
+		Status  string `json:"status"`
+	} `json:"error"`
+}
+
+func (s *impersonatingSource) Token() (*oauth2.Token, error) {
+	src, err := s.base.Token()
+	if err != nil {
+		return nil, fmt.Errorf("impersonating service account %s: getting the source token: %w", s.sa, err)
+	}
+	body, err := json.Marshal(generateAccessTokenRequest{Scope: s.scopes, Lifetime: impersonationLifetime})
+	if err != nil {
+		return nil, fmt.Errorf("impersonating service account %s: %w", s.sa, err)
+	}
+	req, err := http.NewRequestWithContext(s.ctx, http.MethodPost, s.url, bytes.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("impersonating service account %s: %w", s.sa, err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	src.SetAuthHeader(req)
+
+	hc, _ := s.ctx.Value(oauth2.HTTPClient).(*http.Client)
+	if hc == nil {
+		hc = &http.Client{Timeout: tokenFetchTimeout}
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("impersonating service account %s: generateAccessToken: %w", s.sa, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody))
+	if err != nil {
+		return nil, fmt.Errorf("impersonating service account %s: generateAccessToken: reading response (HTTP %s): %w", s.sa, resp.Status, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, &ImpersonationError{ServiceAccount: s.sa, StatusCode: resp.StatusCode, Status: resp.Status, Message: errorMessage(b)}
+	}
+	var r generateAccessTokenResponse
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("impersonating service account %s: generateAccessToken returned an invalid body (HTTP %s): %w", s.sa, resp.Status, err)
+	}
+	if r.AccessToken == "" {
+		return nil, fmt.Errorf("impersonating service account %s: generateAccessToken returned no accessToken", s.sa)
+	}
+	exp, err := time.Parse(time.RFC3339, r.ExpireTime)
+	if err != nil {
+		return nil, fmt.Errorf("impersonating service account %s: generateAccessToken returned an invalid expireTime %q: %w", s.sa, r.ExpireTime, err)
+	}
+	return &oauth2.Token{AccessToken: r.AccessToken, TokenType: "Bearer", Expiry: exp}, nil
+}
+
+// ImpersonationError is returned when IAM Credentials refuses to mint a token.
+type ImpersonationError struct {
+	ServiceAccount string
+	StatusCode     int    // HTTP status code
+	Status         string // HTTP status line text, e.g. "403 Forbidden"
+	Message        string // Google's error message, or the start of the body
+}
+
+func (e *ImpersonationError) Error() string {
+	var hint string
+	switch e.StatusCode {
+	case http.StatusForbidden:
+		hint = " (the calling identity needs roles/iam.serviceAccountTokenCreator on that service account)"
+	case http.StatusNotFound:
+		hint = " (check the service account e-mail)"
+	case http.StatusUnauthorized:
+		hint = " (the source credentials were rejected)"
+	}
+	msg := ""
+	if e.Message != "" {
+		msg = ": " + e.Message
+	}
+	return fmt.Sprintf("impersonating service account %s: generateAccessToken returned HTTP %s%s%s", e.ServiceAccount, e.Status, msg, hint)
+}
+
+// Temporary reports whether retrying may help (429 and 5xx).
+func (e *ImpersonationError) Temporary() bool {
+	return e.StatusCode == http.StatusTooManyRequests || e.StatusCode >= 500
+}
+
+// errorMessage extracts "STATUS: message" from a Google error body, or the
+// first line of a non-JSON body, at most 300 bytes.
+func errorMessage(b []byte) string {
+	var g googleError
+	var msg string
+	if json.Unmarshal(b, &g) == nil && (g.Error.Message != "" || g.Error.Status != "") {
+		msg = g.Error.Message
+		switch {
+		case msg == "":
+			msg = g.Error.Status
+		case g.Error.Status != "":
+			msg = g.Error.Status + ": " + msg
+		}
+	} else {
+		msg = strings.TrimSpace(string(b))
+		if i := strings.IndexByte(msg, '\n'); i >= 0 {
+			msg = msg[:i]
+		}
+	}
+	if len(msg) > 300 {
+		msg = msg[:300] + "..."
+	}
+	return strings.ToValidUTF8(msg, "?")
+}

@@ -1,0 +1,244 @@
+package hook
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+const (
+	// DefaultExecTimeout is the exec hook timeout when none is set.
+	DefaultExecTimeout = 30 * time.Second
+	// DefaultMaxOutput caps the captured output of an exec hook.
+	DefaultMaxOutput = 64 << 10
+	// defaultKillGrace is the time between SIGTERM and SIGKILL on timeout.
+	defaultKillGrace = 5 * time.Second
+	// tailSize is how much of the end of the output is kept for errors.
+	tailSize = 1 << 10
+	// maxLastLine caps the output line quoted in errors.
+	maxLastLine = 200
+)
+
+// ExecOptions configures an exec hook.
+type ExecOptions struct {
+	// Command is the argv, run without a shell. Required. Command[0] is an
+	// absolute path, or a bare program name looked up on PATH by NewExec.
+	Command []string
+	// Timeout bounds one run; default DefaultExecTimeout (30 s). On timeout
+	// the command's whole process group gets SIGTERM, then SIGKILL 5 s later.
+	Timeout time.Duration
+	// Logger receives the captured output (stdout and stderr interleaved) as
+	// one info record "hook output"; default slog.Default().
+	Logger *slog.Logger
+	// MaxOutput caps the captured output; default DefaultMaxOutput (64 KiB).
+	// Output beyond it is counted and dropped, and the record says so.
+	MaxOutput int
+}
+
+// Exec runs a command for each event. It is safe for concurrent use.
+type Exec struct {
+	argv      []string
+	path      string // resolved Command[0]
+	timeout   time.Duration
+	grace     time.Duration
+	logger    *slog.Logger
+	maxOutput int
+}
+
+// NewExec checks o and resolves Command[0]. An absolute Command[0] is not
+// required to exist yet; a bare name must be found on PATH now. Relative
+// paths ("./x", "bin/x") are refused.
+func NewExec(o ExecOptions) (*Exec, error) {
+	if len(o.Command) == 0 || o.Command[0] == "" {
+		return nil, errors.New("exec hook: command is empty; give the program and its arguments, e.g. [\"/usr/bin/systemctl\", \"reload\", \"myapp\"]")
+	}
+	name := o.Command[0]
+	path := name
+	switch {
+	case filepath.IsAbs(name):
+	case strings.ContainsRune(name, '/'):
+		return nil, fmt.Errorf("exec hook: command %q must be an absolute path or a program name found on PATH", name)
+	default:
+		p, err := exec.LookPath(name)
+		if err != nil {
+			return nil, fmt.Errorf("exec hook: command %q not found on PATH; use an absolute path: %w", name, err)
+		}
+		if !filepath.IsAbs(p) {
+			if p, err = filepath.Abs(p); err != nil {
+				return nil, fmt.Errorf("exec hook: command %q: %w", name, err)
+			}
+		}
+		path = p
+	}
+	if o.Timeout < 0 {
+		return nil, fmt.Errorf("exec hook: negative timeout %v", o.Timeout)
+	}
+	if o.MaxOutput < 0 {
+		return nil, fmt.Errorf("exec hook: negative output limit %d", o.MaxOutput)
+	}
+	h := &Exec{
+		argv:      slices.Clone(o.Command),
+		path:      path,
+		timeout:   o.Timeout,
+		grace:     defaultKillGrace,
+		logger:    o.Logger,
+		maxOutput: o.MaxOutput,
+	}
+	if h.timeout == 0 {
+		h.timeout = DefaultExecTimeout
+	}
+	if h.maxOutput == 0 {
+		h.maxOutput = DefaultMaxOutput
+	}
+	if h.logger == nil {
+		h.logger = slog.Default()
+	}
+	return h, nil
+}
+
+// String returns "exec " and the argv, e.g. `exec /usr/bin/systemctl reload myapp`.
+func (h *Exec) String() string {
+	var b strings.Builder
+	b.WriteString("exec")
+	for _, a := range h.argv {
+		b.WriteByte(' ')
+		if a == "" || strings.ContainsAny(a, " \t\n\"'\\$`") {
+			a = strconv.Quote(a)
+		}
+		b.WriteString(a)
+	}
+	return b.String()
+}
+
+// Run runs the command once, with the agent's environment plus DBCERT_INSTANCE,
+// DBCERT_EVENT, DBCERT_DIR, DBCERT_CERT_FILE, DBCERT_KEY_FILE, DBCERT_CA_FILE and
+// DBCERT_NOT_AFTER (RFC 3339, UTC; empty when unknown), stdin from /dev/null,
+// in a new process group. The captured output is logged (never the
+// environment). A non-zero exit is an error naming the command, the exit
+// status and the last output line; on timeout (or cancellation of ctx) the
+// process group is terminated, then killed, and the error says so.
+func (h *Exec) Run(ctx context.Context, ev Event) error {
+	rctx, cancel := context.WithTimeout(ctx, h.timeout)
+	defer cancel()
+
+	out := &capture{max: h.maxOutput}
+	cmd := exec.CommandContext(rctx, h.path)
+	cmd.Args = slices.Clone(h.argv)
+	cmd.Env = append(os.Environ(), ev.env()...)
+	cmd.Stdout, cmd.Stderr = out, out
+	setProcAttr(cmd)
+	cmd.Cancel = func() error { return signalGroup(cmd, syscall.SIGTERM) }
+	cmd.WaitDelay = h.grace
+
+	start := time.Now()
+	err := cmd.Run()
+	elapsed := time.Since(start)
+	stopped := rctx.Err() != nil && cmd.Process != nil
+	if stopped {
+		// Whatever survived SIGTERM and the grace period (grandchildren
+		// included) dies now.
+		_ = signalGroup(cmd, syscall.SIGKILL)
+	}
+	h.logOutput(ev, out)
+
+	last := out.lastLine()
+	suffix := ""
+	if last != "" {
+		suffix = fmt.Sprintf(" (last output: %q)", last)
+	}
+	switch {
+	case stopped && ctx.Err() != nil:
+		return fmt.Errorf("hook %s was stopped after %v: %w%s", h, elapsed.Round(time.Millisecond), ctx.Err(), suffix)
+	case stopped:
+		return fmt.Errorf("hook %s was killed after the %v timeout: %w%s", h, h.timeout, context.DeadlineExceeded, suffix)
+	case errors.Is(err, exec.ErrWaitDelay):
+		// The command succeeded but something it started kept the output
+		// pipe open; we stopped reading after the grace period.
+		h.logger.Warn("hook exited but processes it started kept its output open; output capture stopped",
+			"hook", h.String(), "instance", ev.Instance)
+		return nil
+	case err != nil:
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return fmt.Errorf("hook %s failed: %w%s", h, err, suffix)
+		}
+		return fmt.Errorf("hook %s could not be started: %w", h, err)
+	}
+	return nil
+}
+
+func (h *Exec) logOutput(ev Event, out *capture) {
+	text, total := out.result()
+	if total == 0 {
+		return
+	}
+	attrs := []slog.Attr{
+		slog.String("hook", h.String()),
+		slog.String("instance", ev.Instance),
+		slog.String("output", text),
+	}
+	if total > int64(len(text)) {
+		attrs = append(attrs, slog.Bool("truncated", true), slog.Int64("output_bytes", total))
+	}
+	h.logger.LogAttrs(context.Background(), slog.LevelInfo, "hook output", attrs...)
+}
+
+// capture keeps the first max bytes written and the last tailSize bytes.
+// Write never fails, so the child never blocks on or dies of a full pipe.
+type capture struct {
+	mu    sync.Mutex
+	max   int
+	head  []byte
+	tail  []byte
+	total int64
+}
+
+func (c *capture) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.total += int64(len(p))
+	if room := c.max - len(c.head); room > 0 {
+		c.head = append(c.head, p[:min(room, len(p))]...)
+	}
+	if len(p) >= tailSize {
+		c.tail = append(c.tail[:0], p[len(p)-tailSize:]...)
+	} else {
+		if keep := tailSize - len(p); len(c.tail) > keep {
+			c.tail = append(c.tail[:0], c.tail[len(c.tail)-keep:]...)
+		}
+		c.tail = append(c.tail, p...)
+	}
+	return len(p), nil
+}
+
+func (c *capture) result() (string, int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return strings.ToValidUTF8(string(c.head), "\uFFFD"), c.total
+}
+
+// lastLine returns the last non-empty output line, at most maxLastLine bytes.
+func (c *capture) lastLine() string {
+	c.mu.Lock()
+	t := bytes.TrimRight(c.tail, " \t\r\n")
+	c.mu.Unlock()
+	if i := bytes.LastIndexByte(t, '\n'); i >= 0 {
+		t = t[i+1:]
+	}
+	s := strings.TrimSpace(string(t))
+	if len(s) > maxLastLine {
+		s = s[:maxLastLine] + "..."
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
+}

@@ -1,0 +1,309 @@
+//go:build unix
+
+package hook
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// recorder is a slog.Handler that keeps records.
+type recorder struct {
+	mu   sync.Mutex
+	recs []slog.Record
+}
+
+func (r *recorder) Enabled(context.Context, slog.Level) bool { return true }
+func (r *recorder) Handle(_ context.Context, rec slog.Record) error {
+	r.mu.Lock()
+	r.recs = append(r.recs, rec.Clone())
+	r.mu.Unlock()
+	return nil
+}
+func (r *recorder) WithAttrs([]slog.Attr) slog.Handler { return r }
+func (r *recorder) WithGroup(string) slog.Handler      { return r }
+
+// attrs returns the attributes of the records with message msg.
+func (r *recorder) attrs(msg string) []map[string]slog.Value {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []map[string]slog.Value
+	for _, rec := range r.recs {
+		if rec.Message != msg {
+			continue
+		}
+		m := map[string]slog.Value{}
+		rec.Attrs(func(a slog.Attr) bool { m[a.Key] = a.Value; return true })
+		out = append(out, m)
+	}
+	return out
+}
+
+func (r *recorder) dump() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var b strings.Builder
+	for _, rec := range r.recs {
+		b.WriteString(rec.Message)
+		rec.Attrs(func(a slog.Attr) bool { b.WriteString(" " + a.String()); return true })
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+func newShExec(t *testing.T, script string, o ExecOptions) (*Exec, *recorder) {
+	t.Helper()
+	rec := &recorder{}
+	o.Command = []string{"/bin/sh", "-c", script}
+	o.Logger = slog.New(rec)
+	h, err := NewExec(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h, rec
+}
+
+var testEvent = Event{
+	Instance: "orders",
+	Kind:     KindRenewed,
+	Dir:      "/var/lib/dbcert-agent/orders",
+	CertFile: "/var/lib/dbcert-agent/orders/cert.pem",
+	KeyFile:  "/var/lib/dbcert-agent/orders/key.pem",
+	CAFile:   "/var/lib/dbcert-agent/orders/ca.pem",
+	NotAfter: time.Date(2026, 1, 2, 4, 5, 6, 0, time.FixedZone("X", 3600)),
+}
+
+func TestExecEnvironment(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "env")
+	t.Setenv("HOOK_TEST_OUT", out)
+	t.Setenv("HOOK_TEST_SECRETISH", "agent-env-value-77")
+	t.Setenv("DBCERT_INSTANCE", "stale-from-agent-env")
+	h, rec := newShExec(t, `env > "$HOOK_TEST_OUT"; echo done`, ExecOptions{})
+	if err := h.Run(context.Background(), testEvent); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{}
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(l, "="); ok {
+			env[k] = v
+		}
+	}
+	want := map[string]string{
+		"DBCERT_INSTANCE":     "orders",
+		"DBCERT_EVENT":        "renewed",
+		"DBCERT_DIR":          testEvent.Dir,
+		"DBCERT_CERT_FILE":    testEvent.CertFile,
+		"DBCERT_KEY_FILE":     testEvent.KeyFile,
+		"DBCERT_CA_FILE":      testEvent.CAFile,
+		"DBCERT_NOT_AFTER":    "2026-01-02T03:05:06Z",
+		"HOOK_TEST_SECRETISH": "agent-env-value-77",
+		"PATH":                os.Getenv("PATH"),
+	}
+	for k, v := range want {
+		if env[k] != v {
+			t.Errorf("%s = %q, want %q", k, env[k], v)
+		}
+	}
+	if strings.Contains(rec.dump(), "agent-env-value-77") || strings.Contains(rec.dump(), "DBCERT_") {
+		t.Errorf("environment leaked into the log:\n%s", rec.dump())
+	}
+	if got := rec.attrs("hook output"); len(got) != 1 || got[0]["output"].String() != "done\n" {
+		t.Errorf("output records = %v", got)
+	}
+}
+
+func TestExecCAOnlyEvent(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "env")
+	t.Setenv("HOOK_TEST_OUT", out)
+	h, _ := newShExec(t, `printf '%s|%s|%s|%s' "$DBCERT_EVENT" "$DBCERT_CERT_FILE" "$DBCERT_CA_FILE" "$DBCERT_NOT_AFTER" > "$HOOK_TEST_OUT"`, ExecOptions{})
+	ev := Event{Instance: "cache", Kind: KindCAChanged, Dir: "/etc/ssl/c", CAFile: "/etc/ssl/c/ca.pem"}
+	if err := h.Run(context.Background(), ev); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(out)
+	if string(b) != "ca-changed||/etc/ssl/c/ca.pem|" {
+		t.Errorf("got %q", b)
+	}
+}
+
+func TestExecFailure(t *testing.T) {
+	h, rec := newShExec(t, `echo first; echo "boom: reload failed" >&2; exit 3`, ExecOptions{})
+	err := h.Run(context.Background(), testEvent)
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, w := range []string{"exit status 3", "boom: reload failed", "/bin/sh"} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q lacks %q", err, w)
+		}
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 3 {
+		t.Errorf("error does not wrap *exec.ExitError with code 3: %v", err)
+	}
+	if got := rec.attrs("hook output"); len(got) != 1 || got[0]["output"].String() != "first\nboom: reload failed\n" {
+		t.Errorf("output records = %v", got)
+	}
+}
+
+func TestExecNotStartable(t *testing.T) {
+	h, err := NewExec(ExecOptions{Command: []string{filepath.Join(t.TempDir(), "missing")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = h.Run(context.Background(), testEvent)
+	if err == nil || !strings.Contains(err.Error(), "could not be started") {
+		t.Errorf("err = %v", err)
+	}
+}
+
+func TestExecOutputCapped(t *testing.T) {
+	h, rec := newShExec(t, `head -c 204800 /dev/zero | tr '\0' a; echo; echo the-end`, ExecOptions{})
+	if err := h.Run(context.Background(), testEvent); err != nil {
+		t.Fatal(err)
+	}
+	got := rec.attrs("hook output")
+	if len(got) != 1 {
+		t.Fatalf("records: %v", len(got))
+	}
+	if n := len(got[0]["output"].String()); n != DefaultMaxOutput {
+		t.Errorf("logged %d bytes, want %d", n, DefaultMaxOutput)
+	}
+	if !got[0]["truncated"].Bool() || got[0]["output_bytes"].Int64() != 204800+1+8 {
+		t.Errorf("truncation not noted: %v %v", got[0]["truncated"], got[0]["output_bytes"])
+	}
+
+	// The last line still reaches the error of a failing hook.
+	h, _ = newShExec(t, `head -c 204800 /dev/zero | tr '\0' a; echo; echo final words; exit 1`, ExecOptions{MaxOutput: 1024})
+	err := h.Run(context.Background(), testEvent)
+	if err == nil || !strings.Contains(err.Error(), `"final words"`) {
+		t.Errorf("err = %v", err)
+	}
+}
+
+// gone reports whether pid no longer runs (absent or a zombie).
+func gone(pid int) bool {
+	if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+		return true
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return errors.Is(err, os.ErrNotExist)
+	}
+	if i := bytes.LastIndexByte(b, ')'); i >= 0 && i+2 < len(b) {
+		return b[i+2] == 'Z' || b[i+2] == 'X'
+	}
+	return false
+}
+
+func TestExecTimeoutKillsProcessGroup(t *testing.T) {
+	tests := []struct {
+		name   string
+		script string
+	}{
+		{"children die on SIGTERM", `sleep 100 & echo $! > "$HOOK_TEST_PID"; sleep 100`},
+		{"children ignore SIGTERM", `trap '' TERM; sleep 100 & echo $! > "$HOOK_TEST_PID"; wait`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pidFile := filepath.Join(t.TempDir(), "pid")
+			t.Setenv("HOOK_TEST_PID", pidFile)
+			h, _ := newShExec(t, tt.script, ExecOptions{Timeout: 300 * time.Millisecond})
+			h.grace = 300 * time.Millisecond
+			start := time.Now()
+			err := h.Run(context.Background(), testEvent)
+			elapsed := time.Since(start)
+			if err == nil || !strings.Contains(err.Error(), "killed after the 300ms timeout") || !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("err = %v", err)
+			}
+			if elapsed > 3*time.Second {
+				t.Errorf("Run took %v", elapsed)
+			}
+			b, err := os.ReadFile(pidFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(2 * time.Second)
+			for !gone(pid) {
+				if time.Now().After(deadline) {
+					syscall.Kill(pid, syscall.SIGKILL)
+					t.Fatalf("grandchild %d survived the hook's timeout", pid)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+	}
+}
+
+func TestExecParentCanceled(t *testing.T) {
+	h, _ := newShExec(t, `sleep 100`, ExecOptions{Timeout: 10 * time.Second})
+	h.grace = 200 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	err := h.Run(ctx, testEvent)
+	if err == nil || !strings.Contains(err.Error(), "was stopped after") || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("err = %v", err)
+	}
+}
+
+func TestNewExec(t *testing.T) {
+	tests := []struct {
+		name     string
+		o        ExecOptions
+		wantErr  string
+		wantPath string
+		wantStr  string
+	}{
+		{name: "empty", o: ExecOptions{}, wantErr: "command is empty"},
+		{name: "empty name", o: ExecOptions{Command: []string{""}}, wantErr: "command is empty"},
+		{name: "relative path", o: ExecOptions{Command: []string{"./reload.sh"}}, wantErr: "absolute path"},
+		{name: "not on PATH", o: ExecOptions{Command: []string{"no-such-program-dbcert"}}, wantErr: "not found on PATH"},
+		{name: "negative timeout", o: ExecOptions{Command: []string{"/bin/true"}, Timeout: -1}, wantErr: "negative timeout"},
+		{name: "absolute", o: ExecOptions{Command: []string{"/usr/bin/systemctl", "reload", "myapp"}},
+			wantPath: "/usr/bin/systemctl", wantStr: "exec /usr/bin/systemctl reload myapp"},
+		{name: "on PATH", o: ExecOptions{Command: []string{"sh", "-c", "echo 'hi there'"}},
+			wantStr: `exec sh -c "echo 'hi there'"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h, err := NewExec(tt.o)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !filepath.IsAbs(h.path) || (tt.wantPath != "" && h.path != tt.wantPath) {
+				t.Errorf("path = %q", h.path)
+			}
+			if h.String() != tt.wantStr {
+				t.Errorf("String() = %q, want %q", h.String(), tt.wantStr)
+			}
+			if h.timeout != DefaultExecTimeout || h.maxOutput != DefaultMaxOutput || h.logger == nil {
+				t.Errorf("defaults not applied: %+v", h)
+			}
+		})
+	}
+}
