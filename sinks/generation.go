@@ -1,0 +1,280 @@
+package sinks
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Reserved names in the sink directory. Every name starting with ".." belongs to the sink.
+const (
+	dataLink    = "..data"     // symlink to the current generation: the commit point
+	dataTmpLink = "..data_tmp" // the next ..data, renamed over it
+	lockName    = "..lock"     // flock(2) file serialising writers
+)
+
+// genTimeLayout is the UTC timestamp in generation names. Fixed width, so names sort in
+// creation order.
+const genTimeLayout = "2006_01_02_15_04_05.000000000"
+
+// genPattern matches generation directory names: "..<UTC timestamp>.<8 hex digits>".
+var genPattern = regexp.MustCompile(`^\.\.\d{4}_\d{2}_\d{2}_\d{2}_\d{2}_\d{2}\.\d{9}\.[0-9a-f]{8}$`)
+
+// lockPoll is how often Write retries a lock another process holds.
+const lockPoll = 20 * time.Millisecond
+
+func isGeneration(name string) bool { return genPattern.MatchString(name) }
+
+// mkGeneration creates a new, empty generation directory (mode 0700 until it is
+// complete) with exclusive-create semantics and returns its name.
+func mkGeneration(d *dirHandle, now time.Time) (string, error) {
+	var rnd [4]byte
+	for range 100 {
+		if _, err := rand.Read(rnd[:]); err != nil {
+			return "", err
+		}
+		name := ".." + now.UTC().Format(genTimeLayout) + "." + hex.EncodeToString(rnd[:])
+		err := unix.Mkdirat(d.fd, name, 0o700)
+		if err == nil {
+			return name, nil
+		}
+		if !errors.Is(err, unix.EEXIST) {
+			return "", d.pathErr("mkdir", name, err)
+		}
+	}
+	return "", fmt.Errorf("creating a generation directory in %s: too many name collisions", d.path)
+}
+
+// dataState is what ..data says about the current generation.
+type dataState struct {
+	gen    string // generation ..data points at; "" when there is no ..data
+	exists bool   // the generation directory exists
+}
+
+// readData reads and validates ..data. It refuses (error) anything the sink did not
+// create: a ..data that is not a symlink, or whose target is not a generation name, or
+// whose target exists but is not a real directory.
+func readData(d *dirHandle) (dataState, error) {
+	st, ok, err := d.lstat(dataLink)
+	if err != nil || !ok {
+		return dataState{}, err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFLNK {
+		return dataState{}, fmt.Errorf("refusing %s: it is not a symlink the agent created; remove it", d.join(dataLink))
+	}
+	gen, err := d.readlink(dataLink)
+	if err != nil {
+		return dataState{}, err
+	}
+	if !isGeneration(gen) {
+		return dataState{}, fmt.Errorf("refusing %s: it points to %q, not to a generation directory the agent created", d.join(dataLink), gen)
+	}
+	st, ok, err = d.lstat(gen)
+	if err != nil || !ok {
+		return dataState{gen: gen}, err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return dataState{}, fmt.Errorf("refusing %s: %s is not a directory", d.join(dataLink), d.join(gen))
+	}
+	return dataState{gen: gen, exists: true}, nil
+}
+
+// linkKind classifies a visible name.
+type linkKind int
+
+const (
+	linkAbsent  linkKind = iota // does not exist
+	linkOurs                    // a symlink to ..data/<name>, as the sink creates it
+	linkForeign                 // anything else: not the sink's, never touched
+)
+
+func linkTarget(name string) string { return dataLink + "/" + name }
+
+// visibleKind classifies the visible name.
+func visibleKind(d *dirHandle, name string) (linkKind, error) {
+	st, ok, err := d.lstat(name)
+	if err != nil || !ok {
+		return linkAbsent, err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFLNK {
+		return linkForeign, nil
+	}
+	target, err := d.readlink(name)
+	if err != nil {
+		return linkAbsent, err
+	}
+	if target != linkTarget(name) {
+		return linkForeign, nil
+	}
+	return linkOurs, nil
+}
+
+// foreignError is the refusal for a visible name the sink did not create.
+func foreignError(d *dirHandle, name string) error {
+	return fmt.Errorf("refusing to write %s: it exists and is not the agent's symlink to %s; the agent does not overwrite or delete files it did not create — move it away",
+		d.join(name), linkTarget(name))
+}
+
+// checkVisible refuses when any of names is foreign.
+func checkVisible(d *dirHandle, names []string) error {
+	for _, n := range names {
+		k, err := visibleKind(d, n)
+		if err != nil {
+			return err
+		}
+		if k == linkForeign {
+			return foreignError(d, n)
+		}
+	}
+	return nil
+}
+
+// repairLinks creates the missing visible links in want and removes the sink's own links
+// in drop (foreign entries in drop are left alone). It reports whether it changed
+// anything. Links are created only after ..data exists, so none ever dangles.
+func repairLinks(d *dirHandle, want, drop []string) (changed bool, err error) {
+	for _, n := range want {
+		k, err := visibleKind(d, n)
+		if err != nil {
+			return changed, err
+		}
+		switch k {
+		case linkForeign:
+			return changed, foreignError(d, n)
+		case linkAbsent:
+			if err := d.symlink(linkTarget(n), n); err != nil {
+				return changed, err
+			}
+			changed = true
+		}
+	}
+	for _, n := range drop {
+		k, err := visibleKind(d, n)
+		if err != nil {
+			return changed, err
+		}
+		if k == linkOurs {
+			if err := d.unlink(n); err != nil {
+				return changed, err
+			}
+			changed = true
+		}
+	}
+	return changed, nil
+}
+
+// prune removes every generation directory not in keep, and a stale ..data_tmp symlink.
+func prune(d *dirHandle, keep ...string) error {
+	names, err := d.names()
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		switch {
+		case n == dataTmpLink:
+			st, ok, err := d.lstat(n)
+			if err != nil {
+				return err
+			}
+			if ok && st.Mode&unix.S_IFMT == unix.S_IFLNK {
+				if err := d.unlink(n); err != nil {
+					return err
+				}
+			}
+		case isGeneration(n) && !slices.Contains(keep, n):
+			if err := d.removeAll(n); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// previousOf returns the newest generation in d whose name sorts before current (the one
+// the last rotation replaced), or "".
+func previousOf(d *dirHandle, current string) (string, error) {
+	names, err := d.names()
+	if err != nil {
+		return "", err
+	}
+	prev := ""
+	for _, n := range names {
+		if isGeneration(n) && n < current && n > prev {
+			prev = n
+		}
+	}
+	return prev, nil
+}
+
+// commit points ..data at gen with one atomic rename of a fresh ..data_tmp symlink.
+// Nothing is visible to readers until the rename succeeds.
+func commit(d *dirHandle, gen string) error {
+	st, ok, err := d.lstat(dataTmpLink)
+	if err != nil {
+		return err
+	}
+	if ok {
+		if st.Mode&unix.S_IFMT != unix.S_IFLNK {
+			return fmt.Errorf("refusing %s: it is not a symlink the agent created; remove it", d.join(dataTmpLink))
+		}
+		if err := d.unlink(dataTmpLink); err != nil {
+			return err
+		}
+	}
+	if err := d.symlink(gen, dataTmpLink); err != nil {
+		return err
+	}
+	if err := d.rename(dataTmpLink, dataLink); err != nil {
+		_ = d.unlink(dataTmpLink)
+		return err
+	}
+	return nil
+}
+
+// lockFile opens (creating if needed) the lock file in d. O_NONBLOCK keeps a planted
+// FIFO from hanging the open; O_NOFOLLOW refuses a planted symlink.
+func lockFile(d *dirHandle) (int, error) {
+	var fd int
+	err := retryEINTR(func() (err error) {
+		fd, err = unix.Openat(d.fd, lockName, unix.O_RDONLY|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0o644)
+		return err
+	})
+	if err != nil {
+		return -1, d.pathErr("open lock file", lockName, err)
+	}
+	return fd, nil
+}
+
+// lockCtx takes an exclusive flock on d/..lock, polling while another process holds it,
+// until ctx is done.
+func lockCtx(ctx context.Context, d *dirHandle) (unlock func(), err error) {
+	fd, err := lockFile(d)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return func() { _ = unix.Flock(fd, unix.LOCK_UN); _ = unix.Close(fd) }, nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
+			_ = unix.Close(fd)
+			return nil, d.pathErr("lock", lockName, err)
+		}
+		t := time.NewTimer(lockPoll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			_ = unix.Close(fd)
+			return nil, fmt.Errorf("waiting for the lock %s: %w", d.join(lockName), ctx.Err())
+		case <-t.C:
+		}
+	}
+}
