@@ -1,0 +1,129 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+
+	"github.com/dbcert-agent/dbcert-agent/agent/cloudsql"
+	"github.com/dbcert-agent/dbcert-agent/agent/gcpauth"
+	"github.com/dbcert-agent/dbcert-agent/agent/hook"
+	"github.com/dbcert-agent/dbcert-agent/config"
+	"github.com/dbcert-agent/dbcert-agent/sinks"
+)
+
+// scopeCloudPlatform is accepted by every admin API we call (Cloud SQL also accepts
+// sqlservice.admin, AlloyDB only this one), so one token per credentials block serves all.
+const scopeCloudPlatform = "https://www.googleapis.com/auth/cloud-platform"
+
+// New builds an Agent from a validated configuration. Sinks and hooks that cannot be
+// built are configuration errors (returned); credentials that cannot be loaded fail only
+// the instances that use them (Instance.Err), so one broken credentials block does not
+// stop the others.
+func New(ctx context.Context, cfg *config.Config, o Options) (*Agent, error) {
+	b := &builder{ctx: ctx, log: o.Logger, clients: map[*config.GoogleCredentials]clientOrErr{}}
+	if b.log == nil {
+		b.log = slog.Default()
+	}
+	instances := make([]*Instance, 0, len(cfg.Instances))
+	for _, ci := range cfg.Instances {
+		in, err := b.instance(ci)
+		if err != nil {
+			return nil, fmt.Errorf("instance %q: %w", ci.Name, err)
+		}
+		instances = append(instances, in)
+	}
+	return NewWithInstances(instances, o), nil
+}
+
+type clientOrErr struct {
+	c   *http.Client
+	err error
+}
+
+// builder turns config instances into runtime ones, sharing one HTTP client per
+// credentials block.
+type builder struct {
+	ctx     context.Context
+	log     *slog.Logger
+	clients map[*config.GoogleCredentials]clientOrErr
+}
+
+func (b *builder) instance(ci *config.Instance) (*Instance, error) {
+	in := &Instance{Name: ci.Name, Renewal: ci.Renewal}
+	for i, cs := range ci.Sinks {
+		s, err := sinks.NewFile(sinks.FileOptions{Dir: cs.Dir, Layout: cs.Layout, UID: cs.UID, GID: cs.GID, KeyMode: cs.KeyMode})
+		if err != nil {
+			return nil, err
+		}
+		in.Sinks = append(in.Sinks, s)
+		if i == 0 {
+			p := s.Paths()
+			in.Event = hook.Event{Dir: s.Dir(), CertFile: p.Cert, KeyFile: p.Key, CAFile: p.CA}
+		}
+	}
+	hlog := b.log.With("instance", ci.Name)
+	for _, ch := range ci.Hooks {
+		h, err := newHook(ch, hlog)
+		if err != nil {
+			return nil, err
+		}
+		in.Hooks = append(in.Hooks, h)
+	}
+	switch ci.Type {
+	case config.TypeCloudSQL:
+		in.NeedsKey = true
+		c := ci.CloudSQL
+		client, err := b.googleClient(c.Credentials)
+		if err != nil {
+			in.Err = err
+			return in, nil
+		}
+		p, err := cloudsql.New(cloudsql.Options{
+			Project: c.Project, Instance: c.Instance,
+			Endpoint: c.APIEndpoint, APIVersion: c.APIVersion,
+			HTTPClient: client,
+		})
+		if err != nil {
+			return nil, err
+		}
+		in.Provider = p
+	default:
+		return nil, fmt.Errorf("instance type %q is not supported", ci.Type)
+	}
+	return in, nil
+}
+
+func newHook(ch config.Hook, log *slog.Logger) (Hook, error) {
+	switch ch.Kind {
+	case config.HookExec:
+		return hook.NewExec(hook.ExecOptions{Command: ch.Exec.Command, Timeout: ch.Exec.Timeout, Logger: log})
+	case config.HookSignal:
+		return hook.NewSignal(hook.SignalOptions{PIDFile: ch.Signal.PIDFile, Signal: ch.Signal.Signal})
+	}
+	return nil, fmt.Errorf("hook type %q is not supported", ch.Kind)
+}
+
+// googleClient returns the HTTP client for a credentials block, made once.
+func (b *builder) googleClient(gc *config.GoogleCredentials) (*http.Client, error) {
+	if c, ok := b.clients[gc]; ok {
+		return c.c, c.err
+	}
+	c, err := gcpauth.NewClient(b.ctx, gcpauth.Options{
+		CredentialsFile:           gc.CredentialsFile,
+		ImpersonateServiceAccount: gc.ImpersonateServiceAccount,
+		TokenFile:                 gc.TokenFile,
+		QuotaProject:              gc.QuotaProject,
+		Scopes:                    []string{scopeCloudPlatform},
+	})
+	if err != nil {
+		name := "Application Default Credentials"
+		if gc.Name != "" {
+			name = fmt.Sprintf("credentials \"google\" %q", gc.Name)
+		}
+		err = fmt.Errorf("%s: %w", name, err)
+	}
+	b.clients[gc] = clientOrErr{c, err}
+	return c, err
+}

@@ -1,0 +1,170 @@
+package agent
+
+import (
+	"context"
+	"crypto"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"time"
+
+	"github.com/dbcert-agent/dbcert-agent/agent/bundle"
+	"github.com/dbcert-agent/dbcert-agent/agent/hook"
+)
+
+// Hook event kinds (DBCERT_EVENT).
+const (
+	EventRenewed   = "renewed"
+	EventCAChanged = "ca-changed"
+)
+
+// errNotStored says no sink holds files yet.
+var errNotStored = fmt.Errorf("no files written yet: %w", fs.ErrNotExist)
+
+// current reads the instance's files back from every sink. It succeeds only when every
+// sink holds complete files that match each other and are valid at now.
+func (a *Agent) current(in *Instance, now time.Time) (*bundle.Bundle, error) {
+	var first *bundle.Bundle
+	for i, s := range in.Sinks {
+		b, err := s.Current()
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil, errNotStored
+			}
+			return nil, err
+		}
+		if i == 0 {
+			first = b
+			continue
+		}
+		if !bundle.Equal(first, b) {
+			return nil, fmt.Errorf("sink %d holds different files than sink 1", i+1)
+		}
+	}
+	if first == nil {
+		return nil, errNotStored
+	}
+	if in.NeedsKey && !first.HasClientCert() {
+		return nil, fmt.Errorf("%w: no client certificate on disk", bundle.ErrInvalid)
+	}
+	if err := first.Verify(now); err != nil {
+		return nil, err
+	}
+	return first, nil
+}
+
+// renewAt is when the files b should be renewed, without jitter (jitter is for the
+// daemon's timers; `once` and status use the nominal time).
+func (in *Instance) renewAt(b *bundle.Bundle, jitter float64) time.Time {
+	if !b.HasClientCert() {
+		return time.Time{} // CA-only material has no lifetime of ours; schedules drive it
+	}
+	return RenewAt(b.NotBefore(), b.NotAfter(), in.Renewal, jitter)
+}
+
+// fetch asks the provider for fresh, verified material, retrying what a retry can help
+// until ctx is done. prev is what is on disk (nil when nothing valid is), used to cap
+// the backoff at a quarter of its time left.
+func (a *Agent) fetch(ctx context.Context, in *Instance, prev *bundle.Bundle, log *slog.Logger) (*bundle.Bundle, error) {
+	if in.Err != nil {
+		return nil, in.Err
+	}
+	for attempt := 0; ; attempt++ {
+		b, err := a.fetchOnce(ctx, in)
+		if err == nil {
+			return b, nil
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("gave up: %w (%v)", err, context.Cause(ctx))
+		}
+		ok, after := retryable(err)
+		if !ok {
+			return nil, err
+		}
+		var left time.Duration
+		if prev != nil {
+			left = prev.NotAfter().Sub(a.now())
+		}
+		wait := Backoff(attempt, a.rand(), left, after)
+		if dl, has := ctx.Deadline(); has && a.now().Add(wait).After(dl) {
+			return nil, fmt.Errorf("gave up (the time allowed runs out before the next retry): %w", err)
+		}
+		log.Warn("refresh failed; will retry", "err", err, "retry_in", wait.Round(time.Millisecond), "attempt", attempt+1)
+		if serr := a.sleep(ctx, wait); serr != nil {
+			return nil, fmt.Errorf("gave up: %w", err)
+		}
+	}
+}
+
+func (a *Agent) fetchOnce(ctx context.Context, in *Instance) (*bundle.Bundle, error) {
+	var key crypto.Signer
+	if in.NeedsKey {
+		k, err := bundle.NewKey()
+		if err != nil {
+			return nil, fmt.Errorf("generating a private key: %w", err)
+		}
+		key = k
+	}
+	b, err := in.Provider.Fetch(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.Verify(a.now()); err != nil {
+		return nil, fmt.Errorf("checking what the API returned: %w", err)
+	}
+	return b, nil
+}
+
+// store writes b to every sink and, when anything changed, runs the hooks in order. It
+// runs every sink even when one fails (so a healthy sink is not held back by a broken
+// one); hooks run only when all sinks succeeded. prev is the previous material, used to
+// name the event.
+func (a *Agent) store(ctx context.Context, in *Instance, b, prev *bundle.Bundle, log *slog.Logger) (changed bool, err error) {
+	var errs []error
+	for _, s := range in.Sinks {
+		c, werr := s.Write(ctx, b)
+		if werr != nil {
+			errs = append(errs, werr)
+			continue
+		}
+		changed = changed || c
+	}
+	if len(errs) > 0 {
+		return changed, fmt.Errorf("writing files (hooks not run): %w", errors.Join(errs...))
+	}
+	if !changed {
+		return false, nil
+	}
+	ev := in.Event
+	ev.Instance = in.Name
+	ev.NotAfter = b.NotAfter()
+	ev.Kind = EventCAChanged
+	if b.HasClientCert() && (prev == nil || !prev.HasClientCert() || !prev.Leaf().Equal(b.Leaf())) {
+		ev.Kind = EventRenewed
+	}
+	logFiles(log, b)
+	return true, a.runHooks(ctx, in, ev, log)
+}
+
+func (a *Agent) runHooks(ctx context.Context, in *Instance, ev hook.Event, log *slog.Logger) error {
+	var errs []error
+	for _, h := range in.Hooks {
+		if err := h.Run(ctx, ev); err != nil {
+			errs = append(errs, fmt.Errorf("hook %v: %w", h, err))
+			continue
+		}
+		log.Info("hook ran", "hook", fmt.Sprint(h), "event", ev.Kind)
+	}
+	return errors.Join(errs...)
+}
+
+// logFiles logs what was written, never the key: serial, not-after and fingerprints.
+func logFiles(log *slog.Logger, b *bundle.Bundle) {
+	attrs := []any{"ca_not_after", b.CANotAfter().UTC().Format(time.RFC3339), "cas", len(b.CAs)}
+	if leaf := b.Leaf(); leaf != nil {
+		attrs = append(attrs, "serial", leaf.SerialNumber.String(), "not_after", b.NotAfter().UTC().Format(time.RFC3339),
+			"sha256", bundle.Fingerprint(leaf)[:16])
+	}
+	log.Info("files written", attrs...)
+}

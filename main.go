@@ -1,0 +1,229 @@
+// Command dbcert-agent keeps database TLS credentials fresh on disk.
+//
+// This file is wiring only: flags and subcommands, building things, mapping errors to
+// exit codes (0 success, 1 runtime failure, 2 usage or configuration error).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/dbcert-agent/dbcert-agent/agent"
+	"github.com/dbcert-agent/dbcert-agent/config"
+)
+
+// Set at build time: -ldflags "-X main.version=1.2.3 -X main.commit=abc123".
+var (
+	version = "dev"
+	commit  = ""
+)
+
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+const usage = `dbcert-agent keeps database TLS credentials fresh on disk.
+
+Usage:
+  dbcert-agent once     [-config PATH] [-instance NAME]... [-force] [-timeout 1m]
+  dbcert-agent validate [-config PATH]
+  dbcert-agent dev      [-dir DIR]
+  dbcert-agent version
+
+The config path defaults to $DBCERT_AGENT_CONFIG, else /etc/dbcert-agent/agent.hcl.
+Run "dbcert-agent COMMAND -h" for the flags of a command.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// usageError is a command-line mistake (exit 2).
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "once":
+		err = cmdOnce(ctx, rest, stderr)
+	case "validate":
+		err = cmdValidate(rest, stdout, stderr)
+	case "dev":
+		err = cmdDev(ctx, rest, stdout, stderr)
+	case "version", "-version", "--version":
+		printVersion(stdout)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+	case "run", "status", "reset-ssl":
+		err = &usageError{fmt.Sprintf("%q is not available in this version yet; use \"once\" (for example from a systemd timer)", cmd)}
+	default:
+		err = &usageError{fmt.Sprintf("unknown command %q\n\n%s", cmd, usage)}
+	}
+	return report(err, stderr)
+}
+
+// report prints err and maps it to an exit code.
+func report(err error, stderr io.Writer) int {
+	if err == nil {
+		return exitOK
+	}
+	var (
+		diag    *config.DiagError
+		use     *usageError
+		unknown *agent.UnknownInstanceError
+		cfgErr  *configError
+	)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return exitOK
+	case errors.As(err, &diag):
+		_ = diag.Render(stderr, 100)
+		fmt.Fprintf(stderr, "dbcert-agent: the configuration has %d error(s); nothing was done\n", diag.ErrorCount())
+		return exitUsage
+	case errors.As(err, &use), errors.As(err, &unknown), errors.As(err, &cfgErr):
+		fmt.Fprintf(stderr, "dbcert-agent: %v\n", err)
+		return exitUsage
+	default:
+		fmt.Fprintf(stderr, "dbcert-agent: %v\n", err)
+		return exitFailure
+	}
+}
+
+// configError is a configuration problem found after parsing (exit 2).
+type configError struct{ err error }
+
+func (e *configError) Error() string { return e.err.Error() }
+func (e *configError) Unwrap() error { return e.err }
+
+// newFlags makes a FlagSet that reports errors instead of exiting.
+func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return &usageError{err.Error()}
+	}
+	if fs.NArg() > 0 {
+		return &usageError{fmt.Sprintf("%s: unexpected argument %q", fs.Name(), fs.Arg(0))}
+	}
+	return nil
+}
+
+// loadConfig reads the configuration and sets up logging from it.
+func loadConfig(path string, stderr io.Writer) (*config.Config, *slog.Logger, error) {
+	cfg, err := config.Load(config.ResolvePath(path), config.Options{})
+	if err != nil {
+		var diag *config.DiagError
+		if errors.As(err, &diag) {
+			return nil, nil, err
+		}
+		return nil, nil, &configError{err}
+	}
+	return cfg, newLogger(cfg.Agent, stderr), nil
+}
+
+func newLogger(a config.Agent, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: a.LogLevel}
+	if a.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// stringsFlag collects a repeatable flag.
+type stringsFlag []string
+
+func (s *stringsFlag) String() string     { return strings.Join(*s, ",") }
+func (s *stringsFlag) Set(v string) error { *s = append(*s, v); return nil }
+
+func cmdOnce(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := newFlags("once", stderr)
+	path := fs.String("config", "", "config file (default $DBCERT_AGENT_CONFIG or "+config.DefaultPath+")")
+	var names stringsFlag
+	fs.Var(&names, "instance", "refresh only this instance (repeatable)")
+	force := fs.Bool("force", false, "refresh even when the files on disk are valid and not yet due")
+	timeout := fs.Duration("timeout", time.Minute, "give up retrying transient errors after this long")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *timeout <= 0 {
+		return &usageError{"once: -timeout must be positive"}
+	}
+	cfg, log, err := loadConfig(*path, stderr)
+	if err != nil {
+		return err
+	}
+	a, err := agent.New(ctx, cfg, agent.Options{Logger: log})
+	if err != nil {
+		return &configError{err}
+	}
+	return a.Once(ctx, agent.OnceOptions{Instances: names, Force: *force, Timeout: *timeout})
+}
+
+func cmdValidate(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("validate", stderr)
+	path := fs.String("config", "", "config file (default $DBCERT_AGENT_CONFIG or "+config.DefaultPath+")")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, _, err := loadConfig(*path, stderr)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: OK (%d instance(s): %s)\n", cfg.Path, len(cfg.Instances), strings.Join(cfg.InstanceNames(), ", "))
+	return nil
+}
+
+func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("dev", stderr)
+	dir := fs.String("dir", "dbcert-dev", "directory for the generated config, credentials and output files")
+	every := fs.Duration("every", 20*time.Second, "how often to run a refresh round")
+	lifetime := fs.Duration("cert-lifetime", time.Minute, "lifetime of the emulator's client certificates")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	log := newLogger(config.Agent{LogLevel: slog.LevelInfo, LogFormat: "text"}, stderr)
+	return agent.Dev(ctx, agent.DevOptions{Dir: *dir, Every: *every, CertLifetime: *lifetime, Logger: log, Out: stdout})
+}
+
+func printVersion(w io.Writer) {
+	c := commit
+	if bi, ok := debug.ReadBuildInfo(); ok && c == "" {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				c = s.Value
+			}
+		}
+	}
+	if c == "" {
+		c = "unknown"
+	}
+	fmt.Fprintf(w, "dbcert-agent %s (commit %s, %s, %s/%s)\n", version, c, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}

@@ -1,0 +1,480 @@
+package main
+
+// End-to-end tests: the built binary against the in-process emulator, a real
+// PostgreSQL server and the real psql.
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dbcert-agent/dbcert-agent/agent/emulator"
+	"github.com/dbcert-agent/dbcert-agent/agent/pgtest"
+)
+
+var binary string // built once in TestMain
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "dbcert-agent-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "dbcert-agent")
+	build := exec.Command("go", "build", "-o", binary, ".")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building dbcert-agent:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+const (
+	project  = "e2e-proj"
+	instance = "orders-pg"
+)
+
+// env is one test's world: an emulator on loopback, a service-account key for it, and a
+// directory for config and output.
+type env struct {
+	t    *testing.T
+	emu  *emulator.Emulator
+	dir  string
+	sa   string
+	home string
+}
+
+func newEnv(t *testing.T, opts emulator.Options) *env {
+	t.Helper()
+	emu, err := emulator.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := emu.Start("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { emu.Close() })
+	emu.AddCloudSQLInstance(project, instance, emulator.CloudSQLInstance{})
+	dir := t.TempDir()
+	saJSON, err := emu.ServiceAccountJSON("agent@e2e-proj.iam.gserviceaccount.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sa := filepath.Join(dir, "sa.json")
+	if err := os.WriteFile(sa, saJSON, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	home := filepath.Join(dir, "home")
+	if err := os.MkdirAll(home, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return &env{t: t, emu: emu, dir: dir, sa: sa, home: home}
+}
+
+// config writes agent.hcl with the given instance blocks after a credentials block.
+func (e *env) config(instances string) string {
+	e.t.Helper()
+	src := fmt.Sprintf("agent {\n  log_level = \"debug\"\n}\ncredentials \"google\" \"default\" {\n  credentials_file = %q\n}\n%s", e.sa, instances)
+	p := filepath.Join(e.dir, "agent.hcl")
+	if err := os.WriteFile(p, []byte(src), 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+	return p
+}
+
+func (e *env) instanceBlock(name, sinkDir, layout, hookOut string) string {
+	return fmt.Sprintf(`
+instance "cloudsql" %q {
+  project      = %q
+  instance     = %q
+  api_endpoint = %q
+  sink "file" {
+    dir    = %q
+    layout = %q
+  }
+  hook "exec" {
+    command = ["/bin/sh", "-c", "env | grep ^DBCERT_ | sort > %s.$(date +%%s%%N)"]
+  }
+}
+`, name, project, instance, e.emu.URL(), sinkDir, layout, hookOut)
+}
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+func runAgent(t *testing.T, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary, args...)
+	cmd.Env = append(os.Environ(), "DBCERT_AGENT_CONFIG=")
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("running %v: %v", args, err)
+	}
+	return result{code, out.String(), errb.String()}
+}
+
+func hookRuns(t *testing.T, prefix string) []string {
+	t.Helper()
+	m, err := filepath.Glob(prefix + ".*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// TestOnceWithPsql: `once` writes files psql can use against a PostgreSQL that requires
+// a client certificate from the emulator's CA and presents a server certificate from the
+// instance's server CA.
+func TestOnceWithPsql(t *testing.T) {
+	e := newEnv(t, emulator.Options{})
+	srvCert, srvKey, err := e.emu.ServerCert(project, instance, []string{"127.0.0.1", "localhost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg := pgtest.Start(t, pgtest.Options{ServerCertPEM: srvCert, ServerKeyPEM: srvKey, ClientCAPEM: e.emu.ClientCAPEM()})
+
+	pemDir := filepath.Join(e.dir, "out", "orders")
+	pgDir := filepath.Join(e.home, ".postgresql")
+	hooksA, hooksB := filepath.Join(e.dir, "hook-orders"), filepath.Join(e.dir, "hook-libpq")
+	cfg := e.config(e.instanceBlock("orders", pemDir, "pem", hooksA) + e.instanceBlock("orders-libpq", pgDir, "libpq", hooksB))
+
+	r := runAgent(t, "once", "-config", cfg)
+	if r.code != 0 {
+		t.Fatalf("once exited %d:\n%s", r.code, r.stderr)
+	}
+	ctx := context.Background()
+	conn := fmt.Sprintf("sslmode=verify-ca sslcert=%s sslkey=%s sslrootcert=%s",
+		filepath.Join(pemDir, "cert.pem"), filepath.Join(pemDir, "key.pem"), filepath.Join(pemDir, "ca.pem"))
+	if out, err := pg.Psql(ctx, conn, "select 'e2e-ok'", ""); err != nil || !strings.Contains(out, "e2e-ok") {
+		t.Fatalf("psql with the pem sink failed: %v\n%s\nserver log:\n%s", err, out, pg.Logs())
+	}
+	t.Run("libpq layout as ~/.postgresql", func(t *testing.T) {
+		if out, err := pg.Psql(ctx, "sslmode=verify-ca", "select 'home-ok'", e.home); err != nil || !strings.Contains(out, "home-ok") {
+			t.Fatalf("psql with HOME/.postgresql failed: %v\n%s", err, out)
+		}
+	})
+	t.Run("a different key is refused", func(t *testing.T) {
+		other := filepath.Join(e.dir, "otherkey.pem")
+		writeECKey(t, other)
+		bad := strings.Replace(conn, filepath.Join(pemDir, "key.pem"), other, 1)
+		if out, err := pg.Psql(ctx, bad, "select 1", ""); err == nil {
+			t.Fatalf("psql succeeded with a key that does not match the certificate:\n%s", out)
+		} else if !strings.Contains(out, "does not match") {
+			t.Logf("psql failed as expected, output: %s", out)
+		}
+	})
+	t.Run("hooks got the files", func(t *testing.T) {
+		runs := hookRuns(t, hooksA)
+		if len(runs) != 1 {
+			t.Fatalf("orders hook ran %d times, want 1", len(runs))
+		}
+		data, _ := os.ReadFile(runs[0])
+		for _, want := range []string{
+			"DBCERT_INSTANCE=orders\n", "DBCERT_EVENT=renewed\n", "DBCERT_DIR=" + pemDir + "\n",
+			"DBCERT_CERT_FILE=" + filepath.Join(pemDir, "cert.pem") + "\n",
+			"DBCERT_KEY_FILE=" + filepath.Join(pemDir, "key.pem") + "\n",
+			"DBCERT_CA_FILE=" + filepath.Join(pemDir, "ca.pem") + "\n",
+		} {
+			if !strings.Contains(string(data), want) {
+				t.Errorf("hook env lacks %q:\n%s", want, data)
+			}
+		}
+		if !regexp.MustCompile(`DBCERT_NOT_AFTER=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ`).Match(data) {
+			t.Errorf("DBCERT_NOT_AFTER missing or not RFC 3339:\n%s", data)
+		}
+	})
+	t.Run("second run skips valid files and runs no hook", func(t *testing.T) {
+		issued := e.emu.Issued()
+		r := runAgent(t, "once", "-config", cfg)
+		if r.code != 0 {
+			t.Fatalf("once exited %d:\n%s", r.code, r.stderr)
+		}
+		if e.emu.Issued() != issued {
+			t.Errorf("second once called generateEphemeralCert (%d → %d certs)", issued, e.emu.Issued())
+		}
+		if n := len(hookRuns(t, hooksA)); n != 1 {
+			t.Errorf("hook ran %d times after an up-to-date run, want 1", n)
+		}
+		if !strings.Contains(r.stderr, "up to date") {
+			t.Errorf("no 'up to date' log line:\n%s", r.stderr)
+		}
+	})
+	t.Run("-force -instance renews only that instance", func(t *testing.T) {
+		issued := e.emu.Issued()
+		r := runAgent(t, "once", "-config", cfg, "-force", "-instance", "orders")
+		if r.code != 0 {
+			t.Fatalf("once exited %d:\n%s", r.code, r.stderr)
+		}
+		if got := e.emu.Issued() - issued; got != 1 {
+			t.Errorf("issued %d certificates, want 1", got)
+		}
+		if a, b := len(hookRuns(t, hooksA)), len(hookRuns(t, hooksB)); a != 2 || b != 1 {
+			t.Errorf("hook runs orders=%d libpq=%d, want 2 and 1", a, b)
+		}
+		if out, err := pg.Psql(ctx, conn, "select 'renewed-ok'", ""); err != nil || !strings.Contains(out, "renewed-ok") {
+			t.Fatalf("psql after renewal failed: %v\n%s", err, out)
+		}
+	})
+	t.Run("no secrets in logs", func(t *testing.T) {
+		// Every log so far ran at debug level. Collect the secrets the emulator saw.
+		all := r.stderr + runAgent(t, "once", "-config", cfg, "-force").stderr
+		assertNoSecrets(t, e, all, pemDir)
+	})
+}
+
+// assertNoSecrets fails if logs contain a bearer token the emulator handed out, PEM
+// private key material, the service-account key, or the written private key.
+func assertNoSecrets(t *testing.T, e *env, logs, sinkDir string) {
+	t.Helper()
+	if strings.Contains(logs, "PRIVATE KEY") {
+		t.Error("logs contain PRIVATE KEY")
+	}
+	tokens := 0
+	for _, req := range e.emu.Requests() {
+		auth := req.Header.Get("Authorization")
+		if tok, ok := strings.CutPrefix(auth, "Bearer "); ok && tok != "" {
+			tokens++
+			if strings.Contains(logs, tok) {
+				t.Error("logs contain an access token")
+			}
+		}
+		if v := req.Query.Get("assertion"); v != "" && strings.Contains(logs, v) {
+			t.Error("logs contain the signed JWT assertion")
+		}
+	}
+	if tokens == 0 {
+		t.Error("the emulator saw no bearer token; the secret check checked nothing")
+	}
+	sa, _ := os.ReadFile(e.sa)
+	if m := regexp.MustCompile(`MII[A-Za-z0-9+/]{40}`).Find(sa); m == nil || strings.Contains(logs, string(m)) {
+		t.Error("logs contain service-account key material (or the key was not found)")
+	}
+	key, _ := os.ReadFile(filepath.Join(sinkDir, "key.pem"))
+	if lines := strings.Split(string(key), "\n"); len(lines) < 3 || strings.Contains(logs, lines[1]) {
+		t.Error("logs contain the written private key (or it was not found)")
+	}
+}
+
+func writeECKey(t *testing.T, path string) {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKCS8PrivateKey(k)
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestOnceFailures(t *testing.T) {
+	tests := []struct {
+		name      string
+		fault     emulator.Fault
+		args      []string
+		wantCode  int
+		wantInErr []string
+		wantFiles bool
+	}{
+		{
+			name:      "403 is permanent and explained",
+			fault:     emulator.Fault{Match: "generateEphemeralCert", Status: 403},
+			wantCode:  1,
+			wantInErr: []string{`instance "orders"`, "403", "generateEphemeralCert", "e2e-proj/orders-pg"},
+		},
+		{
+			name:      "503 twice is retried until it works",
+			fault:     emulator.Fault{Match: "generateEphemeralCert", Status: 503, Times: 2},
+			wantCode:  0,
+			wantInErr: []string{"will retry"},
+			wantFiles: true,
+		},
+		{
+			name:      "503 forever gives up at -timeout",
+			fault:     emulator.Fault{Match: "generateEphemeralCert", Status: 503},
+			args:      []string{"-timeout", "3s"},
+			wantCode:  1,
+			wantInErr: []string{"503", "gave up"},
+		},
+		{
+			name:      "garbage 200 body is an error, no files",
+			fault:     emulator.Fault{Match: "connectSettings", Garbage: true},
+			wantCode:  1,
+			wantInErr: []string{"connectSettings"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, emulator.Options{})
+			e.emu.Inject(tt.fault)
+			out := filepath.Join(e.dir, "out")
+			cfg := e.config(e.instanceBlock("orders", out, "pem", filepath.Join(e.dir, "hook")))
+			r := runAgent(t, append([]string{"once", "-config", cfg}, tt.args...)...)
+			if r.code != tt.wantCode {
+				t.Fatalf("exit %d, want %d\n%s", r.code, tt.wantCode, r.stderr)
+			}
+			for _, s := range tt.wantInErr {
+				if !strings.Contains(r.stderr, s) {
+					t.Errorf("stderr lacks %q:\n%s", s, r.stderr)
+				}
+			}
+			_, err := os.Stat(filepath.Join(out, "cert.pem"))
+			if got := err == nil; got != tt.wantFiles {
+				t.Errorf("cert.pem exists = %v, want %v", got, tt.wantFiles)
+			}
+		})
+	}
+}
+
+// TestFailedFetchKeepsValidFiles: with valid files on disk, a forced refresh that fails
+// leaves them byte for byte as they were.
+func TestFailedFetchKeepsValidFiles(t *testing.T) {
+	e := newEnv(t, emulator.Options{})
+	out := filepath.Join(e.dir, "out")
+	cfg := e.config(e.instanceBlock("orders", out, "libpq", filepath.Join(e.dir, "hook")))
+	if r := runAgent(t, "once", "-config", cfg); r.code != 0 {
+		t.Fatalf("first once: %d\n%s", r.code, r.stderr)
+	}
+	before := readAll(t, out, "postgresql.crt", "postgresql.key", "root.crt")
+	e.emu.Inject(emulator.Fault{Match: "generateEphemeralCert", Status: 500})
+	if r := runAgent(t, "once", "-config", cfg, "-force", "-timeout", "2s"); r.code != 1 {
+		t.Fatalf("failing once exited %d, want 1\n%s", r.code, r.stderr)
+	}
+	if after := readAll(t, out, "postgresql.crt", "postgresql.key", "root.crt"); after != before {
+		t.Error("a failed refresh changed the files on disk")
+	}
+	if n := len(hookRuns(t, filepath.Join(e.dir, "hook"))); n != 1 {
+		t.Errorf("hook ran %d times, want 1 (not for the failed refresh)", n)
+	}
+}
+
+func readAll(t *testing.T, dir string, names ...string) string {
+	t.Helper()
+	var b strings.Builder
+	for _, n := range names {
+		data, err := os.ReadFile(filepath.Join(dir, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Write(data)
+	}
+	return b.String()
+}
+
+func TestExitCodes(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.hcl")
+	os.WriteFile(good, []byte(`instance "cloudsql" "orders" {
+  project = "p"
+  instance = "i"
+  sink "file" { dir = "/tmp/never-written" }
+}
+`), 0o644)
+	tests := []struct {
+		name     string
+		args     []string
+		wantCode int
+		want     string
+	}{
+		{"no command", nil, 2, "Usage"},
+		{"unknown command", []string{"frobnicate"}, 2, `unknown command "frobnicate"`},
+		{"bad flag", []string{"once", "-nope"}, 2, "flag provided but not defined"},
+		{"missing config", []string{"validate", "-config", filepath.Join(dir, "missing.hcl")}, 2, "missing.hcl"},
+		{"broken config", []string{"validate", "-config", "config/testdata/invalid/unknown_attribute.hcl"}, 2,
+			"config/testdata/invalid/unknown_attribute.hcl:4:3: error: Unsupported argument"},
+		{"valid config", []string{"validate", "-config", good}, 0, ""},
+		{"example config", []string{"validate", "-config", "agent.hcl.example"}, 0, ""},
+		{"unknown -instance", []string{"once", "-config", good, "-instance", "nope"}, 2, `no instance named "nope"`},
+		{"version", []string{"version"}, 0, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := runAgent(t, tt.args...)
+			if r.code != tt.wantCode {
+				t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", r.code, tt.wantCode, r.stdout, r.stderr)
+			}
+			if !strings.Contains(r.stdout+r.stderr, tt.want) {
+				t.Errorf("output lacks %q:\nstdout: %s\nstderr: %s", tt.want, r.stdout, r.stderr)
+			}
+		})
+	}
+}
+
+func TestDefaultConfigFromEnv(t *testing.T) {
+	r := func() result {
+		cmd := exec.Command(binary, "validate")
+		cmd.Env = append(os.Environ(), "DBCERT_AGENT_CONFIG=agent.hcl.example")
+		var out, errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		return result{code, out.String(), errb.String()}
+	}()
+	if r.code != 0 || !strings.Contains(r.stdout, "agent.hcl.example: OK") {
+		t.Fatalf("validate with DBCERT_AGENT_CONFIG: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// TestDev runs `dbcert-agent dev` and waits for files and a hook run to appear.
+func TestDev(t *testing.T) {
+	dir := t.TempDir()
+	cmd := exec.Command(binary, "dev", "-dir", dir, "-every", "1s", "-cert-lifetime", "6s")
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Signal(syscall.SIGINT)
+		cmd.Wait()
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		hooks, _ := os.ReadFile(filepath.Join(dir, "hooks.log"))
+		// Two rotations of "orders" prove the timer renews as certificates age.
+		if strings.Count(string(hooks), "renewed orders ") >= 2 {
+			for _, f := range []string{"out/orders/cert.pem", "out/orders/key.pem", "out/orders/ca.pem",
+				"out/billing/postgresql.crt", "out/billing/postgresql.key", "out/billing/root.crt"} {
+				if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+					t.Errorf("dev did not write %s: %v", f, err)
+				}
+			}
+			if !strings.Contains(out.String(), "emulator") {
+				t.Errorf("dev printed no banner:\n%s", out.String())
+			}
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("dev did not rotate twice within 30s\nstdout:\n%s\nstderr:\n%s", out.String(), errb.String())
+}
