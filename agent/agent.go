@@ -68,9 +68,9 @@ type Agent struct {
 
 // Options tune an Agent. Zero values are defaults.
 type Options struct {
-	Logger *slog.Logger       // default slog.Default()
-	Now    func() time.Time   // default time.Now
-	Rand   func() float64     // jitter source in [0,1); default math/rand/v2
+	Logger *slog.Logger                               // default slog.Default()
+	Now    func() time.Time                           // default time.Now
+	Rand   func() float64                             // jitter source in [0,1); default math/rand/v2
 	Sleep  func(context.Context, time.Duration) error // default: timer honouring ctx
 	// Parallel bounds concurrent refreshes in `once`; default 8.
 	Parallel int
