@@ -38,6 +38,7 @@ const (
 const usage = `dbcert-agent keeps database TLS credentials fresh on disk.
 
 Usage:
+  dbcert-agent run      [-config PATH]
   dbcert-agent once     [-config PATH] [-instance NAME]... [-force] [-timeout 1m]
   dbcert-agent validate [-config PATH]
   dbcert-agent dev      [-dir DIR]
@@ -75,7 +76,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		printVersion(stdout)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
-	case "run", "status", "reset-ssl":
+	case "run":
+		err = cmdRun(ctx, rest, stderr)
+	case "status", "reset-ssl":
 		err = &usageError{fmt.Sprintf("%q is not available in this version yet; use \"once\" (for example from a systemd timer)", cmd)}
 	default:
 		err = &usageError{fmt.Sprintf("unknown command %q\n\n%s", cmd, usage)}
@@ -187,6 +190,37 @@ func cmdOnce(ctx context.Context, args []string, stderr io.Writer) error {
 	return a.Once(ctx, agent.OnceOptions{Instances: names, Force: *force, Timeout: *timeout})
 }
 
+func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := newFlags("run", stderr)
+	flagPath := fs.String("config", "", "config file (default $DBCERT_AGENT_CONFIG or "+config.DefaultPath+")")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	path := config.ResolvePath(*flagPath)
+	cfg, log, err := loadConfig(path, stderr)
+	if err != nil {
+		return err
+	}
+	a, err := agent.New(ctx, cfg, agent.Options{Logger: log})
+	if err != nil {
+		return &configError{err}
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	return a.Run(ctx, agent.RunOptions{
+		ConfigPath: path,
+		Hangup:     hup,
+		Reload: func(ctx context.Context) ([]*agent.Instance, error) {
+			c, err := config.Load(path, config.Options{})
+			if err != nil {
+				return nil, err
+			}
+			return agent.Build(ctx, c, log)
+		},
+	})
+}
+
 func cmdValidate(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("validate", stderr)
 	path := fs.String("config", "", "config file (default $DBCERT_AGENT_CONFIG or "+config.DefaultPath+")")
@@ -204,13 +238,15 @@ func cmdValidate(args []string, stdout, stderr io.Writer) error {
 func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("dev", stderr)
 	dir := fs.String("dir", "dbcert-dev", "directory for the generated config, credentials and output files")
-	every := fs.Duration("every", 20*time.Second, "how often to run a refresh round")
 	lifetime := fs.Duration("cert-lifetime", time.Minute, "lifetime of the emulator's client certificates")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	log := newLogger(config.Agent{LogLevel: slog.LevelInfo, LogFormat: "text"}, stderr)
-	return agent.Dev(ctx, agent.DevOptions{Dir: *dir, Every: *every, CertLifetime: *lifetime, Logger: log, Out: stdout})
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	return agent.Dev(ctx, agent.DevOptions{Dir: *dir, CertLifetime: *lifetime, Logger: log, Out: stdout, Hangup: hup})
 }
 
 func printVersion(w io.Writer) {

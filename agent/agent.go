@@ -50,6 +50,9 @@ type Instance struct {
 	// Event is the template of the hook event: file paths of the first sink.
 	Event   hook.Event
 	Renewal config.Renewal
+	// Spec is the configuration the instance was built from (nil in tests that build
+	// instances by hand); reloads compare it to decide what changed.
+	Spec *config.Instance
 	// Err, when set, says why the instance could not be built (for example its
 	// credentials could not be loaded); refreshing it fails with this error.
 	Err error

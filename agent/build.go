@@ -22,7 +22,17 @@ const scopeCloudPlatform = "https://www.googleapis.com/auth/cloud-platform"
 // the instances that use them (Instance.Err), so one broken credentials block does not
 // stop the others.
 func New(ctx context.Context, cfg *config.Config, o Options) (*Agent, error) {
-	b := &builder{ctx: ctx, log: o.Logger, clients: map[*config.GoogleCredentials]clientOrErr{}}
+	instances, err := Build(ctx, cfg, o.Logger)
+	if err != nil {
+		return nil, err
+	}
+	return NewWithInstances(instances, o), nil
+}
+
+// Build makes the runtime instances of a configuration (see New). log receives hook
+// output; nil means slog.Default().
+func Build(ctx context.Context, cfg *config.Config, log *slog.Logger) ([]*Instance, error) {
+	b := &builder{ctx: ctx, log: log, clients: map[*config.GoogleCredentials]clientOrErr{}}
 	if b.log == nil {
 		b.log = slog.Default()
 	}
@@ -34,7 +44,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*Agent, error) {
 		}
 		instances = append(instances, in)
 	}
-	return NewWithInstances(instances, o), nil
+	return instances, nil
 }
 
 type clientOrErr struct {
@@ -51,7 +61,7 @@ type builder struct {
 }
 
 func (b *builder) instance(ci *config.Instance) (*Instance, error) {
-	in := &Instance{Name: ci.Name, Renewal: ci.Renewal}
+	in := &Instance{Name: ci.Name, Renewal: ci.Renewal, Spec: ci}
 	for i, cs := range ci.Sinks {
 		s, err := sinks.NewFile(sinks.FileOptions{Dir: cs.Dir, Layout: cs.Layout, UID: cs.UID, GID: cs.GID, KeyMode: cs.KeyMode})
 		if err != nil {

@@ -60,7 +60,7 @@ func (in *Instance) renewAt(b *bundle.Bundle, jitter float64) time.Time {
 	if !b.HasClientCert() {
 		return time.Time{} // CA-only material has no lifetime of ours; schedules drive it
 	}
-	return RenewAt(b.NotBefore(), b.NotAfter(), in.Renewal, jitter)
+	return RenewAt(b.Start(), b.NotAfter(), in.Renewal, jitter)
 }
 
 // fetch asks the provider for fresh, verified material, retrying what a retry can help
@@ -106,21 +106,37 @@ func (a *Agent) fetchOnce(ctx context.Context, in *Instance) (*bundle.Bundle, er
 		}
 		key = k
 	}
+	return a.fetchWith(ctx, in, key)
+}
+
+// fetchWith makes one Fetch with the given key and verifies the result.
+func (a *Agent) fetchWith(ctx context.Context, in *Instance, key crypto.Signer) (*bundle.Bundle, error) {
 	b, err := in.Provider.Fetch(ctx, key)
 	if err != nil {
 		return nil, err
 	}
-	if err := b.Verify(a.now()); err != nil {
+	now := a.now()
+	if err := b.Verify(now); err != nil {
 		return nil, fmt.Errorf("checking what the API returned: %w", err)
 	}
+	b.Issued = now
 	return b, nil
 }
 
-// store writes b to every sink and, when anything changed, runs the hooks in order. It
-// runs every sink even when one fails (so a healthy sink is not held back by a broken
-// one); hooks run only when all sinks succeeded. prev is the previous material, used to
-// name the event.
+// store writes b to every sink and, when anything changed, runs the hooks (see write
+// and notify). prev is the previous material, used to name the event.
 func (a *Agent) store(ctx context.Context, in *Instance, b, prev *bundle.Bundle, log *slog.Logger) (changed bool, err error) {
+	changed, err = a.write(ctx, in, b)
+	if err != nil || !changed {
+		return changed, err
+	}
+	logFiles(log, b)
+	return true, a.notify(ctx, in, b, prev, log)
+}
+
+// write stores b in every sink. It writes every sink even when one fails, so a healthy
+// sink is not held back by a broken one; the error joins all failures.
+func (a *Agent) write(ctx context.Context, in *Instance, b *bundle.Bundle) (changed bool, err error) {
 	var errs []error
 	for _, s := range in.Sinks {
 		c, werr := s.Write(ctx, b)
@@ -133,9 +149,11 @@ func (a *Agent) store(ctx context.Context, in *Instance, b, prev *bundle.Bundle,
 	if len(errs) > 0 {
 		return changed, fmt.Errorf("writing files (hooks not run): %w", errors.Join(errs...))
 	}
-	if !changed {
-		return false, nil
-	}
+	return changed, nil
+}
+
+// notify runs the hooks in order for a change from prev to b.
+func (a *Agent) notify(ctx context.Context, in *Instance, b, prev *bundle.Bundle, log *slog.Logger) error {
 	ev := in.Event
 	ev.Instance = in.Name
 	ev.NotAfter = b.NotAfter()
@@ -143,8 +161,7 @@ func (a *Agent) store(ctx context.Context, in *Instance, b, prev *bundle.Bundle,
 	if b.HasClientCert() && (prev == nil || !prev.HasClientCert() || !prev.Leaf().Equal(b.Leaf())) {
 		ev.Kind = EventRenewed
 	}
-	logFiles(log, b)
-	return true, a.runHooks(ctx, in, ev, log)
+	return a.runHooks(ctx, in, ev, log)
 }
 
 func (a *Agent) runHooks(ctx context.Context, in *Instance, ev hook.Event, log *slog.Logger) error {

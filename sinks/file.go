@@ -430,6 +430,7 @@ func (f *File) Current() (*bundle.Bundle, error) {
 	if err := f.checkLinks(d, b); err != nil {
 		return nil, err
 	}
+	b.Issued = generationTime(cur.gen)
 	return b, nil
 }
 

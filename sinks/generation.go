@@ -32,6 +32,18 @@ const lockPoll = 20 * time.Millisecond
 
 func isGeneration(name string) bool { return genPattern.MatchString(name) }
 
+// generationTime is when a generation was written, from its name (zero if unparsable).
+func generationTime(name string) time.Time {
+	if !isGeneration(name) {
+		return time.Time{}
+	}
+	t, err := time.Parse(genTimeLayout, name[2:2+len(genTimeLayout)])
+	if err != nil {
+		return time.Time{}
+	}
+	return t
+}
+
 // mkGeneration creates a new, empty generation directory (mode 0700 until it is
 // complete) with exclusive-create semantics and returns its name.
 func mkGeneration(d *dirHandle, now time.Time) (string, error) {

@@ -37,6 +37,10 @@ type Bundle struct {
 	// (Cloud SQL IAM database authentication); the effective lifetime ends there if it is
 	// earlier than the leaf's NotAfter.
 	TokenExpiry time.Time
+	// Issued is when the agent obtained the material (zero: unknown). Sinks read it back
+	// from when they wrote it. It starts the effective lifetime when it is later than
+	// the leaf's NotBefore, which servers backdate to tolerate clock skew.
+	Issued time.Time
 }
 
 // ErrInvalid is wrapped by every error Verify and the Parse functions return, so callers
@@ -60,6 +64,24 @@ func (b *Bundle) NotBefore() time.Time {
 		return l.NotBefore
 	}
 	return time.Time{}
+}
+
+// Start is the beginning of the effective lifetime: the later of the leaf's NotBefore
+// and Issued. Zero for CA-only bundles.
+func (b *Bundle) Start() time.Time {
+	t := b.NotBefore()
+	if !t.IsZero() && b.Issued.After(t) {
+		t = b.Issued
+	}
+	return t
+}
+
+// Lifetime is the effective lifetime, Start to NotAfter (0 for CA-only bundles).
+func (b *Bundle) Lifetime() time.Duration {
+	if !b.HasClientCert() {
+		return 0
+	}
+	return b.NotAfter().Sub(b.Start())
 }
 
 // NotAfter is the end of the effective lifetime: the earlier of the leaf's NotAfter and

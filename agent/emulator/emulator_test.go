@@ -3,7 +3,6 @@ package emulator_test
 import (
 	"context"
 	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/tls"
@@ -237,10 +236,9 @@ func jsonString(s string) string {
 func TestEphemeralCertClampedToAccessToken(t *testing.T) {
 	clk := &clock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
 	e := start(t, emulator.Options{Now: clk.Now})
-	admin, _ := e.AccessToken()
 	login, loginExp := e.AccessToken(emulator.ScopeSQLLogin)
 	clk.Add(30 * time.Minute)
-	admin, _ = e.AccessToken()
+	admin, _ := e.AccessToken()
 	body, _ := json.Marshal(map[string]string{"public_key": pubPEM(t, "RSA PUBLIC KEY", false), "access_token": login})
 	r := call(t, e, "POST", base+":generateEphemeralCert", admin, string(body))
 	if r.status != 200 {
@@ -572,6 +570,4 @@ func TestHandlerWithSetURL(t *testing.T) {
 	if e.URL() != "http://127.0.0.1:1/" {
 		t.Errorf("URL %s", e.URL())
 	}
-	_ = ecdsa.PrivateKey{}
-	_ = elliptic.P256
 }

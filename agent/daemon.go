@@ -1,0 +1,513 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/robfig/cron/v3"
+
+	"github.com/dbcert-agent/dbcert-agent/agent/bundle"
+	"github.com/dbcert-agent/dbcert-agent/config"
+)
+
+// daemon supervises the instance loops of Run: it starts and stops them (also on
+// reload), owns the shared cron runner, the sink-directory watcher and the clock
+// watcher, and tracks readiness.
+type daemon struct {
+	a        *Agent
+	o        RunOptions
+	inflight chan struct{}
+	clock    *clockWatch
+	cron     *cron.Cron
+	watcher  *fsnotify.Watcher
+	ready    *readiness
+
+	mu      sync.Mutex
+	loops   map[string]*loop
+	cronIDs map[string]cron.EntryID
+	dirs    map[string]*loop // watched sink directory → loop
+	wg      sync.WaitGroup
+}
+
+func newDaemon(a *Agent, o RunOptions) (*daemon, error) {
+	if o.MaxInFlight <= 0 {
+		o.MaxInFlight = 16
+	}
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return nil, fmt.Errorf("watching sink directories: %w", err)
+	}
+	cronLog := cronLogger{a.log}
+	return &daemon{
+		a: a, o: o,
+		inflight: make(chan struct{}, o.MaxInFlight),
+		clock:    newClockWatch(),
+		cron:     cron.New(cron.WithParser(cronParser), cron.WithChain(cron.Recover(cronLog), cron.SkipIfStillRunning(cronLog)), cron.WithLogger(cronLog)),
+		watcher:  w,
+		ready:    newReadiness(),
+		loops:    map[string]*loop{},
+		cronIDs:  map[string]cron.EntryID{},
+		dirs:     map[string]*loop{},
+	}, nil
+}
+
+// cronParser accepts what config validated: 5 fields, descriptors, CRON_TZ=.
+var cronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
+
+func (d *daemon) observe() Observer {
+	if d.o.Observer == nil {
+		return nopObserver{}
+	}
+	return d.o.Observer
+}
+
+func (d *daemon) notify(f func(Notifier) error) {
+	if d.o.Notifier == nil {
+		return
+	}
+	if err := f(d.o.Notifier); err != nil {
+		d.a.log.Warn("systemd notify failed", "err", err)
+	}
+}
+
+func (d *daemon) run(ctx context.Context) error {
+	defer d.watcher.Close()
+	var aux sync.WaitGroup
+	auxCtx, stopAux := context.WithCancel(ctx)
+	defer func() { stopAux(); aux.Wait() }()
+	aux.Add(2)
+	go func() { defer aux.Done(); d.clock.run(auxCtx, clockPeriod) }()
+	go func() { defer aux.Done(); d.watchEvents(auxCtx) }()
+	d.cron.Start()
+	defer func() { <-d.cron.Stop().Done() }()
+
+	reloads := make(chan struct{}, 1)
+	if d.o.Reload != nil && d.o.ConfigPath != "" {
+		if err := watchConfig(auxCtx, d.o.ConfigPath, reloads, &aux); err != nil {
+			d.a.log.Warn("config file changes will not be noticed; use SIGHUP to reload", "err", err)
+		}
+	}
+	d.apply(ctx, d.a.instances)
+	d.a.log.Info("running", "instances", len(d.a.instances))
+	aux.Add(1)
+	go func() { defer aux.Done(); d.announceReady(auxCtx) }()
+
+	for {
+		select {
+		case <-ctx.Done():
+			d.notify(Notifier.Stopping)
+			d.a.log.Info("stopping: finishing writes and hooks in progress")
+			d.stopAll()
+			d.a.log.Info("stopped")
+			return nil
+		case <-d.o.Hangup:
+			d.reload(ctx, "SIGHUP")
+		case <-reloads:
+			d.reload(ctx, "config file changed")
+		}
+	}
+}
+
+// announceReady sends READY=1 (and a STATUS line) each time every instance has valid
+// files after having not had them (at start and after a reload).
+func (d *daemon) announceReady(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.ready.allValid():
+		}
+		d.notify(Notifier.Ready)
+		d.notify(func(n Notifier) error {
+			return n.Status(fmt.Sprintf("%d instance(s) with valid files", d.ready.count()))
+		})
+		d.a.log.Info("ready: every instance has valid files")
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.ready.notAllValid():
+		}
+	}
+}
+
+// reload builds the new configuration's instances and applies the difference.
+func (d *daemon) reload(ctx context.Context, why string) {
+	if d.o.Reload == nil {
+		d.a.log.Info("reload requested but no configuration to reload from", "trigger", why)
+		return
+	}
+	d.notify(Notifier.Reloading)
+	d.a.log.Info("reloading configuration", "trigger", why)
+	instances, err := d.o.Reload(ctx)
+	if err != nil {
+		d.a.log.Error("the new configuration was not applied; still running the previous one", "err", err)
+		d.notify(Notifier.Ready)
+		return
+	}
+	d.apply(ctx, instances)
+	if d.ready.all() {
+		d.notify(Notifier.Ready)
+	}
+}
+
+// apply starts new instances, stops removed ones, restarts changed ones, and leaves
+// unchanged ones running untouched.
+func (d *daemon) apply(ctx context.Context, instances []*Instance) {
+	d.mu.Lock()
+	want := map[string]*Instance{}
+	for _, in := range instances {
+		want[in.Name] = in
+	}
+	var stop []*loop
+	var started, restarted, removed []string
+	for name, l := range d.loops {
+		in, ok := want[name]
+		switch {
+		case !ok:
+			stop = append(stop, l)
+			removed = append(removed, name)
+		case !sameSpec(l.in.Spec, in.Spec):
+			stop = append(stop, l)
+			restarted = append(restarted, name)
+		default:
+			delete(want, name) // unchanged: keep the running loop
+		}
+	}
+	d.mu.Unlock()
+	for _, l := range stop {
+		d.stop(l)
+	}
+	for _, name := range removed {
+		d.ready.remove(name)
+		d.observe().Removed(name)
+	}
+	for _, in := range instances {
+		if _, ok := want[in.Name]; ok {
+			d.start(ctx, in)
+			if !contains(restarted, in.Name) {
+				started = append(started, in.Name)
+			}
+		}
+	}
+	if len(started)+len(restarted)+len(removed) > 0 {
+		sort.Strings(started)
+		sort.Strings(restarted)
+		sort.Strings(removed)
+		d.a.log.Info("instances changed", "started", started, "restarted", restarted, "removed", removed)
+	}
+	running := make([]*Instance, 0, len(instances))
+	d.mu.Lock()
+	for _, in := range instances {
+		if l, ok := d.loops[in.Name]; ok {
+			running = append(running, l.in)
+		}
+	}
+	d.a.instances = running
+	d.mu.Unlock()
+	d.ready.update(func() {}) // an empty configuration is ready at once
+}
+
+func contains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// sameSpec reports whether two instance configurations are the same. Schedules are
+// compared by their text (parsed schedules hold time zone pointers).
+func sameSpec(a, b *config.Instance) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	ac, bc := *a, *b
+	as, bs := "", ""
+	if ac.Schedule != nil {
+		as = ac.Schedule.Spec
+	}
+	if bc.Schedule != nil {
+		bs = bc.Schedule.Spec
+	}
+	ac.Schedule, bc.Schedule = nil, nil
+	return as == bs && reflect.DeepEqual(ac, bc)
+}
+
+func (d *daemon) start(ctx context.Context, in *Instance) {
+	lctx, cancel := context.WithCancel(ctx)
+	l := &loop{in: in, cancel: cancel, done: make(chan struct{}), trigger: make(chan struct{}, 1), heal: make(chan struct{}, 1)}
+	d.mu.Lock()
+	d.loops[in.Name] = l
+	d.mu.Unlock()
+	d.ready.add(in.Name)
+	if in.Spec != nil && in.Spec.Schedule != nil {
+		id := d.cron.Schedule(in.Spec.Schedule.Schedule, cron.FuncJob(func() { poke(l.trigger) }))
+		d.mu.Lock()
+		d.cronIDs[in.Name] = id
+		d.mu.Unlock()
+	}
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		d.loop(lctx, l)
+	}()
+}
+
+// stop cancels a loop and waits for it: a write or hook in progress finishes first.
+func (d *daemon) stop(l *loop) {
+	l.cancel()
+	<-l.done
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if id, ok := d.cronIDs[l.in.Name]; ok {
+		d.cron.Remove(id)
+		delete(d.cronIDs, l.in.Name)
+	}
+	for dir, owner := range d.dirs {
+		if owner == l {
+			_ = d.watcher.Remove(dir)
+			delete(d.dirs, dir)
+		}
+	}
+	if d.loops[l.in.Name] == l {
+		delete(d.loops, l.in.Name)
+	}
+}
+
+func (d *daemon) stopAll() {
+	d.mu.Lock()
+	loops := make([]*loop, 0, len(d.loops))
+	for _, l := range d.loops {
+		loops = append(loops, l)
+	}
+	d.mu.Unlock()
+	for _, l := range loops {
+		l.cancel()
+	}
+	for _, l := range loops {
+		d.stop(l)
+	}
+	d.wg.Wait()
+}
+
+// poke sends on a buffered(1) channel without blocking.
+func poke(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// dirSink is implemented by sinks that own a directory (sinks.File).
+type dirSink interface{ Dir() string }
+
+// watchSinks adds the loop's sink directories to the watcher (idempotent).
+func (d *daemon) watchSinks(l *loop) {
+	for _, s := range l.in.Sinks {
+		ds, ok := s.(dirSink)
+		if !ok {
+			continue
+		}
+		dir := filepath.Clean(ds.Dir())
+		d.mu.Lock()
+		_, known := d.dirs[dir]
+		d.mu.Unlock()
+		if known {
+			continue
+		}
+		if err := d.watcher.Add(dir); err != nil {
+			d.a.log.Debug("not watching sink directory", "instance", l.in.Name, "dir", dir, "err", err)
+			continue
+		}
+		d.mu.Lock()
+		d.dirs[dir] = l
+		d.mu.Unlock()
+	}
+}
+
+// watchEvents routes sink-directory events to their loops.
+func (d *daemon) watchEvents(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-d.watcher.Events:
+			if !ok {
+				return
+			}
+			base := filepath.Base(ev.Name)
+			if base == "..lock" || (len(base) > 2 && base[:2] == ".." && base != "..data") {
+				continue // our own generation directories and lock file
+			}
+			d.mu.Lock()
+			l := d.dirs[filepath.Dir(ev.Name)]
+			if l == nil {
+				l = d.dirs[ev.Name] // the directory itself was removed or renamed
+			}
+			d.mu.Unlock()
+			if l != nil {
+				poke(l.heal)
+			}
+		case err, ok := <-d.watcher.Errors:
+			if !ok {
+				return
+			}
+			// Overflow or similar: check every loop's files.
+			d.a.log.Warn("sink directory watch error; re-checking all files", "err", err)
+			d.mu.Lock()
+			for _, l := range d.loops {
+				poke(l.heal)
+			}
+			d.mu.Unlock()
+		}
+	}
+}
+
+// watchConfig watches the config file's directory (editors replace files by rename)
+// and sends on reloads, debounced, when the file changes.
+func watchConfig(ctx context.Context, path string, reloads chan struct{}, wg *sync.WaitGroup) error {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return err
+	}
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return err
+	}
+	if err := w.Add(filepath.Dir(abs)); err != nil {
+		w.Close()
+		return err
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer w.Close()
+		const debounce = 300 * time.Millisecond
+		var timer <-chan time.Time
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev, ok := <-w.Events:
+				if !ok {
+					return
+				}
+				if filepath.Clean(ev.Name) == abs {
+					timer = time.After(debounce)
+				}
+			case <-w.Errors:
+				timer = time.After(debounce)
+			case <-timer:
+				timer = nil
+				poke(reloads)
+			}
+		}
+	}()
+	return nil
+}
+
+// readiness tracks which instances have valid files.
+type readiness struct {
+	mu      sync.Mutex
+	valid   map[string]bool
+	allCh   chan struct{} // closed while every instance is valid
+	notAll  chan struct{} // closed while some instance is not
+	wasFull bool
+}
+
+func newReadiness() *readiness {
+	r := &readiness{valid: map[string]bool{}, allCh: make(chan struct{}), notAll: make(chan struct{})}
+	close(r.notAll)
+	return r
+}
+
+func (r *readiness) add(name string)    { r.update(func() { r.valid[name] = false }) }
+func (r *readiness) remove(name string) { r.update(func() { delete(r.valid, name) }) }
+func (r *readiness) set(name string, ok bool) {
+	r.update(func() {
+		if _, known := r.valid[name]; known {
+			r.valid[name] = ok
+		}
+	})
+}
+
+func (r *readiness) update(f func()) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	f()
+	full := true
+	for _, ok := range r.valid {
+		full = full && ok
+	}
+	switch {
+	case full && !r.wasFull:
+		close(r.allCh)
+		r.notAll = make(chan struct{})
+	case !full && r.wasFull:
+		close(r.notAll)
+		r.allCh = make(chan struct{})
+	}
+	r.wasFull = full
+}
+
+func (r *readiness) allValid() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.allCh
+}
+
+func (r *readiness) notAllValid() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.notAll
+}
+
+func (r *readiness) all() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.wasFull
+}
+
+func (r *readiness) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.valid)
+}
+
+// NotReady lists instances without valid files, sorted.
+func (r *readiness) notReady() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for name, ok := range r.valid {
+		if !ok {
+			out = append(out, name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Files(string, *bundle.Bundle, time.Time) {}
+func (nopObserver) Refreshed(string, string)                {}
+func (nopObserver) HookRan(string, bool)                    {}
+func (nopObserver) Removed(string)                          {}
+
+// cronLogger adapts slog to cron's logger: its chatty Info is dropped, errors (a
+// recovered panic in a job) are logged.
+type cronLogger struct{ log *slog.Logger }
+
+func (cronLogger) Info(string, ...any) {}
+func (c cronLogger) Error(err error, msg string, kv ...any) {
+	c.log.Error("schedule: "+msg, append(kv, "err", err)...)
+}

@@ -1,0 +1,404 @@
+package agent
+
+import (
+	"context"
+	"crypto"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/dbcert-agent/dbcert-agent/agent/bundle"
+)
+
+// Notifier is told about the daemon's lifecycle (systemd's notify protocol). A nil
+// Notifier is allowed.
+type Notifier interface {
+	Ready() error
+	Reloading() error
+	Stopping() error
+	Status(string) error
+}
+
+// RunOptions configure Run. Zero values are defaults.
+type RunOptions struct {
+	// Reload, when set, builds the instances of a new configuration; it is called on
+	// every value from Hangup and on changes of ConfigPath. A failed reload is logged
+	// and the running instances are left alone.
+	Reload     func(ctx context.Context) ([]*Instance, error)
+	Hangup     <-chan os.Signal // SIGHUP
+
+	ConfigPath string          // watched for changes when Reload is set
+	Notifier   Notifier
+	// MaxInFlight bounds the API refreshes running at once across all instances;
+	// default 16.
+	MaxInFlight int
+	// Observer receives what happens (metrics); nil records nothing.
+	Observer Observer
+}
+
+// Observer is told what the daemon does, for metrics and readiness. Methods must be
+// cheap and safe for concurrent use.
+type Observer interface {
+	// Files reports the material now on disk for an instance (nil: none valid) and when
+	// it is next due.
+	Files(instance string, b *bundle.Bundle, next time.Time)
+	// Refreshed reports the outcome of one refresh attempt; reason is "" on success.
+	Refreshed(instance string, reason string)
+	// HookRan reports one hook run; ok false means it failed.
+	HookRan(instance string, ok bool)
+	// Removed says an instance left the configuration.
+	Removed(instance string)
+}
+
+// Run keeps every instance's files valid until ctx is done: each instance has a loop
+// that renews before expiry (RenewAt), retries failures with Backoff, honours its cron
+// schedule, repairs its sink directories when someone deletes the visible files, and
+// obeys the refresh rate limits. Files on disk are the state: an instance whose files
+// are complete and not yet due makes no API call at start. On shutdown, writes and
+// hooks already started are finished; Run returns nil.
+func (a *Agent) Run(ctx context.Context, o RunOptions) error {
+	d, err := newDaemon(a, o)
+	if err != nil {
+		return err
+	}
+	return d.run(ctx)
+}
+
+// Fetch failure reasons for metrics.
+const (
+	reasonRetryable = "retryable"
+	reasonPermanent = "permanent"
+	reasonWrite     = "write"
+	reasonHook      = "hook"
+)
+
+// loop is one running instance.
+type loop struct {
+	in      *Instance
+	cancel  context.CancelFunc
+	done    chan struct{}
+	trigger chan struct{} // cron: refresh now (buffered 1)
+	heal    chan struct{} // a sink directory changed (buffered 1)
+}
+
+// loopState is what one loop remembers between iterations. Owned by its goroutine.
+type loopState struct {
+	cur     *bundle.Bundle // what is on disk and valid (nil: nothing valid)
+	jitter  float64        // drawn once per certificate
+	retryAt time.Time      // set after a failure
+	attempt int
+	hold    time.Time // rate limit: no refresh before this
+	forced  bool      // a cron trigger asked for a refresh
+	keys    *keySource
+	bucket  *bucket
+}
+
+func (d *daemon) loop(ctx context.Context, l *loop) {
+	defer close(l.done)
+	in, a := l.in, d.a
+	log := a.log.With("instance", in.Name)
+	now := a.now()
+	st := &loopState{jitter: a.rand(), bucket: newBucket(now), keys: newKeySource(in.Renewal.KeyMaxAge)}
+	defer st.keys.close()
+	if cur, err := a.current(in, now); err == nil {
+		st.cur = cur
+		st.bucket.setLifetime(cur.Lifetime())
+		st.keys.adopt(cur.Key, cur.Start())
+		log.Info("resuming from files on disk", "not_after", fmtTime(cur.NotAfter()), "renew_at", fmtTime(in.renewAt(cur, st.jitter)))
+		d.watchSinks(l)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		log.Info("files on disk need replacing", "reason", err)
+	}
+	d.report(in, st)
+	for {
+		now := a.now()
+		due := d.due(in, st, now)
+		if !due.IsZero() && !now.Before(due) {
+			if w := st.bucket.take(now); w > 0 {
+				st.hold = now.Add(w)
+				log.Debug("refresh rate limited", "wait", w)
+				continue
+			}
+			st.forced = false
+			d.refresh(ctx, l, st, log)
+			d.report(in, st)
+			continue
+		}
+		switch d.wait(ctx, l, due) {
+		case wakeDone:
+			return
+		case wakeTrigger:
+			st.forced = true
+		case wakeHeal:
+			d.repair(ctx, l, st, log)
+		}
+	}
+}
+
+// due is when the loop should refresh next; the zero time means "only on a trigger".
+func (d *daemon) due(in *Instance, st *loopState, now time.Time) time.Time {
+	var t time.Time
+	switch {
+	case st.forced:
+		t = now
+	case !st.retryAt.IsZero():
+		t = st.retryAt
+	case st.cur == nil:
+		t = now
+	default:
+		t = in.renewAt(st.cur, st.jitter) // zero for CA-only material
+	}
+	if !t.IsZero() && t.Before(st.hold) {
+		t = st.hold
+	}
+	return t
+}
+
+type wake int
+
+const (
+	wakeTimer wake = iota
+	wakeDone
+	wakeTrigger
+	wakeHeal
+	wakeClock
+)
+
+// wait sleeps until due (zero: no timer), a trigger, a heal event, a clock jump, or
+// the end of ctx.
+func (d *daemon) wait(ctx context.Context, l *loop, due time.Time) wake {
+	var timer <-chan time.Time
+	if !due.IsZero() {
+		t := time.NewTimer(due.Sub(d.a.now()))
+		defer t.Stop()
+		timer = t.C
+	}
+	select {
+	case <-ctx.Done():
+		return wakeDone
+	case <-timer:
+		return wakeTimer
+	case <-l.trigger:
+		return wakeTrigger
+	case <-l.heal:
+		return wakeHeal
+	case <-d.clock.changed():
+		return wakeClock
+	}
+}
+
+// refresh makes one attempt: fetch (bounded by the in-flight limit), verify, write,
+// run hooks. Failures set st.retryAt; files that are valid are never touched by one.
+func (d *daemon) refresh(ctx context.Context, l *loop, st *loopState, log *slog.Logger) {
+	in, a := l.in, d.a
+	b, err := d.fetch(ctx, in, st)
+	if ctx.Err() != nil {
+		return // shutting down: nothing was written
+	}
+	if err != nil {
+		d.failed(in, st, err, reasonFor(err), log)
+		return
+	}
+	// Writes and hooks are not cut short by shutdown.
+	wctx := context.WithoutCancel(ctx)
+	changed, err := a.write(wctx, in, b)
+	if err != nil {
+		d.failed(in, st, err, reasonWrite, log)
+		return
+	}
+	prev := st.cur
+	st.cur, st.retryAt, st.attempt, st.jitter = b, time.Time{}, 0, a.rand()
+	st.bucket.setLifetime(b.Lifetime())
+	d.observe().Refreshed(in.Name, "")
+	d.watchSinks(l)
+	if !changed {
+		log.Info("files unchanged", "next_renewal", fmtTime(in.renewAt(b, st.jitter)))
+		return
+	}
+	logFiles(log, b)
+	log.Info("next renewal", "at", fmtTime(in.renewAt(b, st.jitter)))
+	if err := a.notify(wctx, in, b, prev, log); err != nil {
+		log.Error("files were renewed but a hook failed", "err", err)
+		d.observe().Refreshed(in.Name, reasonHook)
+	}
+}
+
+// fetch gets a key (pre-generated, or reused under key_rotation) and the material.
+func (d *daemon) fetch(ctx context.Context, in *Instance, st *loopState) (*bundle.Bundle, error) {
+	if in.Err != nil {
+		return nil, in.Err
+	}
+	var key crypto.Signer
+	if in.NeedsKey {
+		k, err := st.keys.get(ctx, d.a.now())
+		if err != nil {
+			return nil, fmt.Errorf("generating a private key: %w", err)
+		}
+		key = k
+	}
+	select {
+	case d.inflight <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-d.inflight }()
+	return d.a.fetchWith(ctx, in, key)
+}
+
+// failed schedules the next attempt after err: exponential backoff with full jitter for
+// errors a retry can help, the backoff ceiling for permanent ones (they are logged once
+// per attempt, with what to fix, and not hammered).
+func (d *daemon) failed(in *Instance, st *loopState, err error, reason string, log *slog.Logger) {
+	a := d.a
+	now := a.now()
+	var left time.Duration
+	if st.cur != nil {
+		left = st.cur.NotAfter().Sub(now)
+	}
+	ok, after := retryable(err)
+	var wait time.Duration
+	if ok || reason == reasonWrite {
+		wait = Backoff(st.attempt, a.rand(), left, after)
+	} else {
+		wait = Backoff(64, 1, left, after) // the ceiling: 5 min or a quarter of the time left
+	}
+	st.attempt++
+	st.retryAt = now.Add(wait)
+	d.observe().Refreshed(in.Name, reason)
+	attrs := []any{"err", err, "retry_in", wait.Round(time.Millisecond), "attempt", st.attempt}
+	if st.cur != nil {
+		attrs = append(attrs, "files_valid_until", fmtTime(st.cur.NotAfter()))
+	}
+	if ok {
+		log.Warn("refresh failed; will retry", attrs...)
+	} else {
+		log.Error("refresh failed", attrs...)
+	}
+}
+
+func reasonFor(err error) string {
+	if ok, _ := retryable(err); ok {
+		return reasonRetryable
+	}
+	return reasonPermanent
+}
+
+// repair restores sink files that someone deleted or replaced, from the material the
+// loop holds, without an API call.
+func (d *daemon) repair(ctx context.Context, l *loop, st *loopState, log *slog.Logger) {
+	// Let a burst of events settle (a deleted directory produces several).
+	timer := time.NewTimer(100 * time.Millisecond)
+	select {
+	case <-ctx.Done():
+		timer.Stop()
+		return
+	case <-timer.C:
+	}
+	select {
+	case <-l.heal:
+	default:
+	}
+	if st.cur == nil {
+		return
+	}
+	wctx := context.WithoutCancel(ctx)
+	for _, s := range l.in.Sinks {
+		if _, err := s.Current(); err == nil {
+			continue
+		}
+		if _, err := s.Write(wctx, st.cur); err != nil {
+			log.Error("sink files were changed by someone else and could not be restored", "sink", fmt.Sprint(s), "err", err)
+			continue
+		}
+		log.Warn("sink files were changed by someone else; restored them", "sink", fmt.Sprint(s))
+	}
+	d.watchSinks(l)
+}
+
+// report tells the observer what the loop holds.
+func (d *daemon) report(in *Instance, st *loopState) {
+	var next time.Time
+	if st.cur != nil {
+		next = in.renewAt(st.cur, st.jitter)
+	}
+	if !st.retryAt.IsZero() {
+		next = st.retryAt
+	}
+	d.observe().Files(in.Name, st.cur, next)
+	d.ready.set(in.Name, st.cur != nil)
+}
+
+func fmtTime(t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+// keySource hands out private keys, generating the next one in the background right
+// after one is used, so a renewal never waits for RSA key generation. With a KeyMaxAge
+// (key_rotation = "24h") it hands out the same key until it is that old. Owned by one
+// loop; close waits for a background generation.
+type keySource struct {
+	maxAge  time.Duration
+	ch      chan keyResult
+	pending bool
+	wg      sync.WaitGroup
+	cur     crypto.Signer // the key in use, for reuse
+	born    time.Time
+}
+
+type keyResult struct {
+	key crypto.Signer
+	err error
+}
+
+func newKeySource(maxAge time.Duration) *keySource {
+	return &keySource{maxAge: maxAge, ch: make(chan keyResult, 1)}
+}
+
+func (k *keySource) prepare() {
+	k.pending = true
+	k.wg.Add(1)
+	go func() {
+		defer k.wg.Done()
+		key, err := bundle.NewKey()
+		k.ch <- keyResult{key, err}
+	}()
+}
+
+// adopt records the key found on disk and when it was (at the latest) made.
+func (k *keySource) adopt(key crypto.Signer, born time.Time) {
+	k.cur, k.born = key, born
+}
+
+// get returns the key for the next certificate.
+func (k *keySource) get(ctx context.Context, now time.Time) (crypto.Signer, error) {
+	if k.maxAge > 0 && k.cur != nil && now.Sub(k.born) < k.maxAge {
+		return k.cur, nil
+	}
+	if !k.pending {
+		k.prepare()
+	}
+	select {
+	case r := <-k.ch:
+		k.pending = false
+		if r.err != nil {
+			return nil, r.err
+		}
+		k.prepare() // the next one, ahead of time
+		if k.cur != r.key {
+			k.cur, k.born = r.key, now
+		}
+		return r.key, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// close waits for a background generation (its result fits the buffered channel).
+func (k *keySource) close() { k.wg.Wait() }
