@@ -50,7 +50,7 @@ func (c *clockWatch) run(ctx context.Context, period time.Duration) {
 		case <-t.C:
 		}
 		now := time.Now()
-		mono := now.Sub(last)                  // monotonic readings
+		mono := now.Sub(last)                   // monotonic readings
 		wall := now.Round(0).Sub(last.Round(0)) // wall-clock readings
 		if d := wall - mono; d > clockSlack || d < -clockSlack {
 			c.broadcast()

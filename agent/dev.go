@@ -21,7 +21,7 @@ type DevOptions struct {
 	CertLifetime time.Duration // emulator client certificate lifetime; default 1m
 	Logger       *slog.Logger
 	Hangup       <-chan os.Signal // reload on each value (SIGHUP)
-	Out          io.Writer // where the banner goes; default io.Discard
+	Out          io.Writer        // where the banner goes; default io.Discard
 }
 
 // Dev starts the in-process emulator on loopback, writes a service-account key and a
@@ -84,7 +84,7 @@ func Dev(ctx context.Context, o DevOptions) error {
   hook log: %s
 Certificates live %s; the daemon renews each when about a third of its lifetime is
 left, so expect a rotation every %s or so. Ctrl-C to stop.
-`, emu.URL(), cfgPath, filepath.Join(dir, "out"), filepath.Join(dir, "hooks.log"), o.CertLifetime, (o.CertLifetime*2/3).Round(time.Second))
+`, emu.URL(), cfgPath, filepath.Join(dir, "out"), filepath.Join(dir, "hooks.log"), o.CertLifetime, (o.CertLifetime * 2 / 3).Round(time.Second))
 	return a.Run(ctx, RunOptions{ConfigPath: cfgPath, Reload: reload, Hangup: o.Hangup})
 }
 

@@ -28,10 +28,10 @@ type RunOptions struct {
 	// Reload, when set, builds the instances of a new configuration; it is called on
 	// every value from Hangup and on changes of ConfigPath. A failed reload is logged
 	// and the running instances are left alone.
-	Reload     func(ctx context.Context) ([]*Instance, error)
-	Hangup     <-chan os.Signal // SIGHUP
+	Reload func(ctx context.Context) ([]*Instance, error)
+	Hangup <-chan os.Signal // SIGHUP
 
-	ConfigPath string          // watched for changes when Reload is set
+	ConfigPath string // watched for changes when Reload is set
 	Notifier   Notifier
 	// MaxInFlight bounds the API refreshes running at once across all instances;
 	// default 16.
