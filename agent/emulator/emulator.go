@@ -44,6 +44,8 @@ type Request struct {
 	// Header holds every request header, Authorization included: never print it.
 	Header http.Header
 	Body   []byte
+	// Time is when the request arrived (by Options.Now).
+	Time time.Time
 }
 
 // Emulator is the fake API server. Its methods are safe for concurrent use.
@@ -220,6 +222,7 @@ func (e *Emulator) record(r *http.Request, body []byte) {
 		Query:   r.URL.Query(),
 		Header:  r.Header.Clone(),
 		Body:    body,
+		Time:    e.now(),
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()

@@ -1,0 +1,384 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dbcert-agent/dbcert-agent/agent/emulator"
+	"github.com/dbcert-agent/dbcert-agent/config"
+	"github.com/dbcert-agent/dbcert-agent/sinks"
+)
+
+// world is an emulator plus a directory with a service-account key for it.
+type world struct {
+	t   *testing.T
+	emu *emulator.Emulator
+	dir string
+	sa  string
+	log *slog.Logger
+	buf *syncBuffer
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func newWorld(t *testing.T, lifetime time.Duration) *world {
+	t.Helper()
+	emu, err := emulator.New(emulator.Options{CertLifetime: lifetime})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := emu.Start("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { emu.Close() })
+	dir := t.TempDir()
+	sa, err := emu.ServiceAccountJSON("agent@p.iam.gserviceaccount.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	saPath := filepath.Join(dir, "sa.json")
+	if err := os.WriteFile(saPath, sa, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	buf := &syncBuffer{}
+	log := slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("agent log:\n%s", buf.String())
+		}
+	})
+	return &world{t: t, emu: emu, dir: dir, sa: saPath, log: log, buf: buf}
+}
+
+// instances builds instances named names, each a Cloud SQL instance "<name>-pg" of
+// project "p" with a pem sink in dir/out/<name> and an exec hook appending to
+// dir/hooks-<name>.
+func (w *world) instances(names ...string) []*Instance {
+	w.t.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, "credentials \"google\" \"default\" { credentials_file = %q }\n", w.sa)
+	for _, n := range names {
+		w.emu.AddCloudSQLInstance("p", n+"-pg", emulator.CloudSQLInstance{})
+		fmt.Fprintf(&b, `instance "cloudsql" %q {
+  project = "p"
+  instance = "%s-pg"
+  api_endpoint = %q
+  sink "file" { dir = %q }
+  hook "exec" { command = ["/bin/sh", "-c", "echo $DBCERT_EVENT >> %s"] }
+}
+`, n, n, w.emu.URL(), filepath.Join(w.dir, "out", n), filepath.Join(w.dir, "hooks-"+n))
+	}
+	cfg, err := config.Parse(filepath.Join(w.dir, "agent.hcl"), []byte(b.String()), config.Options{})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	ins, err := Build(context.Background(), cfg, w.log)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return ins
+}
+
+func (w *world) hookRuns(name string) int {
+	data, _ := os.ReadFile(filepath.Join(w.dir, "hooks-"+name))
+	return strings.Count(string(data), "\n")
+}
+
+func (w *world) current(name string) (*sinksCurrent, error) {
+	s, err := sinks.NewFile(sinks.FileOptions{Dir: filepath.Join(w.dir, "out", name), UID: -1, GID: -1})
+	if err != nil {
+		return nil, err
+	}
+	b, err := s.Current()
+	if err != nil {
+		return nil, err
+	}
+	return &sinksCurrent{notAfter: b.NotAfter(), serial: b.Leaf().SerialNumber.String()}, nil
+}
+
+type sinksCurrent struct {
+	notAfter time.Time
+	serial   string
+}
+
+// runAgent runs the daemon in the background; the returned stop function cancels it
+// and waits.
+func (w *world) run(a *Agent, o RunOptions) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx, o) }()
+	return func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				w.t.Errorf("Run returned %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			w.t.Error("Run did not stop within 10s")
+		}
+	}
+}
+
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("timed out after %v waiting for %s", within, what)
+}
+
+func TestRunRenewsBeforeExpiry(t *testing.T) {
+	w := newWorld(t, 3*time.Second)
+	a := NewWithInstances(w.instances("a"), Options{Logger: w.log})
+	stop := w.run(a, RunOptions{})
+	// Watch the files: they must never be expired while we look, and must rotate.
+	serials := map[string]bool{}
+	deadline := time.Now().Add(8 * time.Second)
+	for time.Now().Before(deadline) {
+		if c, err := w.current("a"); err == nil {
+			if !time.Now().Before(c.notAfter) {
+				t.Fatalf("files expired at %v and were not renewed", c.notAfter)
+			}
+			serials[c.serial] = true
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	stop()
+	if len(serials) < 3 {
+		t.Errorf("saw %d certificates in 8s of 3s certificates, want at least 3", len(serials))
+	}
+	if got := w.hookRuns("a"); got != w.emu.Issued() {
+		t.Errorf("hook ran %d times for %d certificates", got, w.emu.Issued())
+	}
+}
+
+func TestRunResumesFromDiskWithoutAPICall(t *testing.T) {
+	w := newWorld(t, time.Hour)
+	ins := w.instances("a")
+	if err := NewWithInstances(ins, Options{Logger: w.log}).Once(context.Background(), OnceOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	issued := w.emu.Issued()
+	ready := &fakeNotifier{}
+	stop := w.run(NewWithInstances(w.instances("a"), Options{Logger: w.log}), RunOptions{Notifier: ready})
+	eventually(t, 5*time.Second, "READY=1", func() bool { return ready.count("READY") > 0 })
+	time.Sleep(300 * time.Millisecond)
+	stop()
+	if w.emu.Issued() != issued {
+		t.Errorf("restart called the API (%d → %d certificates) although the files were valid", issued, w.emu.Issued())
+	}
+	if !strings.Contains(w.buf.String(), "resuming from files on disk") {
+		t.Error("no resume log line")
+	}
+	if ready.count("STOPPING") != 1 {
+		t.Errorf("STOPPING sent %d times", ready.count("STOPPING"))
+	}
+}
+
+func TestRunReadyOnlyAfterFiles(t *testing.T) {
+	w := newWorld(t, time.Hour)
+	// The first two certificate requests fail with 503: READY must wait for files.
+	w.emu.Inject(emulator.Fault{Match: "generateEphemeralCert", Status: 503, Times: 2})
+	n := &fakeNotifier{}
+	n.onReady = func() {
+		if _, err := w.current("a"); err != nil {
+			t.Errorf("READY=1 sent before files existed: %v", err)
+		}
+	}
+	stop := w.run(NewWithInstances(w.instances("a", "b"), Options{Logger: w.log}), RunOptions{Notifier: n})
+	defer stop()
+	eventually(t, 15*time.Second, "READY=1", func() bool { return n.count("READY") > 0 })
+	for _, name := range []string{"a", "b"} {
+		if _, err := w.current(name); err != nil {
+			t.Errorf("READY=1 but %s has no valid files: %v", name, err)
+		}
+	}
+}
+
+func TestRunRestoresDeletedFiles(t *testing.T) {
+	w := newWorld(t, time.Hour)
+	stop := w.run(NewWithInstances(w.instances("a"), Options{Logger: w.log}), RunOptions{})
+	defer stop()
+	eventually(t, 5*time.Second, "files", func() bool { _, err := w.current("a"); return err == nil })
+	issued := w.emu.Issued()
+	cert := filepath.Join(w.dir, "out", "a", "cert.pem")
+	if err := os.Remove(cert); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "cert.pem restored", func() bool { _, err := os.Stat(cert); return err == nil })
+	if w.emu.Issued() != issued {
+		t.Error("restoring a deleted file called the API")
+	}
+}
+
+func certRequests(e *emulator.Emulator) []time.Time {
+	var out []time.Time
+	for _, r := range e.Requests() {
+		if strings.Contains(r.Path, "generateEphemeralCert") {
+			out = append(out, r.Time)
+		}
+	}
+	return out
+}
+
+// TestRunHonoursRetryAfterAndRateLimit: a 429 with Retry-After: 2 delays the retry by at
+// least 2 s; after that second attempt also fails, the burst of 2 is spent and the next
+// attempt waits for the 30 s refill instead of hammering the API.
+func TestRunHonoursRetryAfterAndRateLimit(t *testing.T) {
+	w := newWorld(t, time.Hour)
+	w.emu.Inject(emulator.Fault{Match: "generateEphemeralCert", Status: 429, RetryAfter: "2", Times: 1})
+	w.emu.Inject(emulator.Fault{Match: "generateEphemeralCert", Status: 503, Times: 1})
+	stop := w.run(NewWithInstances(w.instances("a"), Options{Logger: w.log}), RunOptions{})
+	defer stop()
+	eventually(t, 10*time.Second, "two attempts", func() bool { return len(certRequests(w.emu)) >= 2 })
+	reqs := certRequests(w.emu)
+	if gap := reqs[1].Sub(reqs[0]); gap < 2*time.Second {
+		t.Errorf("retried %v after a 429 with Retry-After: 2", gap)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	if n := len(certRequests(w.emu)); n != 2 {
+		t.Errorf("%d attempts; the third must wait for the rate limit", n)
+	}
+	if !strings.Contains(w.buf.String(), "refresh rate limited") {
+		t.Errorf("no rate-limit log line:\n%s", w.buf.String())
+	}
+}
+
+func TestRunRecoversFromTransientErrors(t *testing.T) {
+	w := newWorld(t, time.Hour)
+	w.emu.Inject(emulator.Fault{Match: "connectSettings", Status: 503, Times: 1})
+	stop := w.run(NewWithInstances(w.instances("a"), Options{Logger: w.log}), RunOptions{})
+	defer stop()
+	eventually(t, 10*time.Second, "files after a 503", func() bool { _, err := w.current("a"); return err == nil })
+	if !strings.Contains(w.buf.String(), "will retry") {
+		t.Error("no retry was logged")
+	}
+}
+
+func TestRunPermanentErrorIsNotHammered(t *testing.T) {
+	w := newWorld(t, time.Hour)
+	w.emu.Inject(emulator.Fault{Match: "generateEphemeralCert", Status: 403})
+	stop := w.run(NewWithInstances(w.instances("a"), Options{Logger: w.log}), RunOptions{})
+	time.Sleep(1500 * time.Millisecond)
+	stop()
+	attempts := 0
+	for _, r := range w.emu.Requests() {
+		if strings.Contains(r.Path, "generateEphemeralCert") {
+			attempts++
+		}
+	}
+	if attempts != 1 {
+		t.Errorf("a permanent 403 was tried %d times in 1.5s, want 1", attempts)
+	}
+	if !strings.Contains(w.buf.String(), "cloudsql.instances.connect") {
+		t.Errorf("the log does not say what to fix:\n%s", w.buf.String())
+	}
+}
+
+func TestReloadAppliesOnlyTheDifference(t *testing.T) {
+	w := newWorld(t, time.Hour)
+	first := w.instances("a", "b")
+	hup := make(chan os.Signal, 1)
+	var (
+		mu   sync.Mutex
+		next func() ([]*Instance, error)
+	)
+	reload := func(context.Context) ([]*Instance, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return next()
+	}
+	a := NewWithInstances(first, Options{Logger: w.log})
+	stop := w.run(a, RunOptions{Reload: reload, Hangup: hup})
+	defer stop()
+	eventually(t, 5*time.Second, "a and b", func() bool {
+		_, ea := w.current("a")
+		_, eb := w.current("b")
+		return ea == nil && eb == nil
+	})
+	issued := w.emu.Issued()
+
+	// A broken config: nothing changes.
+	mu.Lock()
+	next = func() ([]*Instance, error) { return nil, errors.New("agent.hcl:3:1: error: Unsupported argument") }
+	mu.Unlock()
+	hup <- os.Interrupt
+	eventually(t, 5*time.Second, "the reload error to be logged", func() bool {
+		return strings.Contains(w.buf.String(), "agent.hcl:3:1")
+	})
+
+	// Add c, keep a and b as they are (rebuilt from the same config).
+	mu.Lock()
+	next = func() ([]*Instance, error) { return w.instances("a", "b", "c"), nil }
+	mu.Unlock()
+	hup <- os.Interrupt
+	eventually(t, 5*time.Second, "c", func() bool { _, err := w.current("c"); return err == nil })
+	time.Sleep(200 * time.Millisecond)
+	if got := w.emu.Issued() - issued; got != 1 {
+		t.Errorf("adding one instance issued %d certificates, want 1", got)
+	}
+	if !strings.Contains(w.buf.String(), `started=[c] restarted=[] removed=[]`) {
+		t.Errorf("reload did not report exactly c as started:\n%s", w.buf.String())
+	}
+}
+
+// fakeNotifier records notify states.
+type fakeNotifier struct {
+	mu      sync.Mutex
+	states  []string
+	onReady func()
+}
+
+func (f *fakeNotifier) add(s string) error {
+	f.mu.Lock()
+	f.states = append(f.states, s)
+	cb := f.onReady
+	f.mu.Unlock()
+	if s == "READY" && cb != nil {
+		cb()
+	}
+	return nil
+}
+func (f *fakeNotifier) Ready() error        { return f.add("READY") }
+func (f *fakeNotifier) Reloading() error    { return f.add("RELOADING") }
+func (f *fakeNotifier) Stopping() error     { return f.add("STOPPING") }
+func (f *fakeNotifier) Status(string) error { return f.add("STATUS") }
+func (f *fakeNotifier) count(s string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, x := range f.states {
+		if x == s {
+			n++
+		}
+	}
+	return n
+}
