@@ -41,6 +41,7 @@ Usage:
   dbcert-agent run      [-config PATH]
   dbcert-agent once     [-config PATH] [-instance NAME]... [-force] [-timeout 1m]
   dbcert-agent validate [-config PATH]
+  dbcert-agent status   [-config PATH] [-json]
   dbcert-agent dev      [-dir DIR]
   dbcert-agent version
 
@@ -78,7 +79,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, usage)
 	case "run":
 		err = cmdRun(ctx, rest, stderr)
-	case "status", "reset-ssl":
+	case "status":
+		err = cmdStatus(rest, stdout, stderr)
+	case "reset-ssl":
 		err = &usageError{fmt.Sprintf("%q is not available in this version yet; use \"once\" (for example from a systemd timer)", cmd)}
 	default:
 		err = &usageError{fmt.Sprintf("unknown command %q\n\n%s", cmd, usage)}
@@ -219,6 +222,41 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 			return agent.Build(ctx, c, log)
 		},
 	})
+}
+
+// errNotAllValid makes status exit 1 when an instance lacks valid files.
+var errNotAllValid = errors.New("some instances have no valid files")
+
+func cmdStatus(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("status", stderr)
+	path := fs.String("config", "", "config file (default $DBCERT_AGENT_CONFIG or "+config.DefaultPath+")")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, _, err := loadConfig(*path, stderr)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	sts, err := agent.Status(cfg, now)
+	if err != nil {
+		return &configError{err}
+	}
+	if *asJSON {
+		err = agent.WriteStatusJSON(stdout, sts)
+	} else {
+		err = agent.WriteStatusTable(stdout, sts, now)
+	}
+	if err != nil {
+		return err
+	}
+	for _, s := range sts {
+		if s.State != agent.StateOK && s.State != agent.StateDue {
+			return errNotAllValid
+		}
+	}
+	return nil
 }
 
 func cmdValidate(args []string, stdout, stderr io.Writer) error {

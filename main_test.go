@@ -10,6 +10,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -208,6 +209,28 @@ func TestOnceWithPsql(t *testing.T) {
 		}
 		if !regexp.MustCompile(`DBCERT_NOT_AFTER=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ`).Match(data) {
 			t.Errorf("DBCERT_NOT_AFTER missing or not RFC 3339:\n%s", data)
+		}
+	})
+	t.Run("status reads the files", func(t *testing.T) {
+		r := runAgent(t, "status", "-json", "-config", cfg)
+		if r.code != 0 {
+			t.Fatalf("status exited %d:\n%s%s", r.code, r.stdout, r.stderr)
+		}
+		var doc struct {
+			Instances []struct {
+				Instance, State, Serial, CertFile string
+				SecondsLeft                       int64 `json:"seconds_left"`
+			}
+		}
+		if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil {
+			t.Fatalf("status -json: %v\n%s", err, r.stdout)
+		}
+		if len(doc.Instances) != 2 || doc.Instances[0].State != "ok" || doc.Instances[0].Serial == "" || doc.Instances[0].SecondsLeft < 3000 {
+			t.Errorf("status = %+v", doc.Instances)
+		}
+		table := runAgent(t, "status", "-config", cfg)
+		if table.code != 0 || !strings.Contains(table.stdout, "orders-libpq  ok") {
+			t.Errorf("status table (exit %d):\n%s", table.code, table.stdout)
 		}
 	})
 	t.Run("second run skips valid files and runs no hook", func(t *testing.T) {
@@ -477,4 +500,85 @@ func TestDev(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	t.Fatalf("dev did not rotate twice within 30s\nstdout:\n%s\nstderr:\n%s", out.String(), errb.String())
+}
+
+// TestRunRotatesUnderPsqlLoad: `run` against the emulator issuing 20-second
+// certificates, for 70 seconds, while psql connects with the files every 200 ms. Every
+// connection must succeed, at least three rotations must happen, and the exec hook must
+// run once per certificate.
+func TestRunRotatesUnderPsqlLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("70-second soak; skipped with -short")
+	}
+	e := newEnv(t, emulator.Options{CertLifetime: 20 * time.Second})
+	srvCert, srvKey, err := e.emu.ServerCert(project, instance, []string{"127.0.0.1", "localhost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg := pgtest.Start(t, pgtest.Options{ServerCertPEM: srvCert, ServerKeyPEM: srvKey, ClientCAPEM: e.emu.ClientCAPEM()})
+	out := filepath.Join(e.dir, "out")
+	hooks := filepath.Join(e.dir, "hook")
+	cfg := e.config(e.instanceBlock("orders", out, "libpq", hooks))
+
+	cmd := exec.Command(binary, "run", "-config", cfg)
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("agent log:\n%s", logs.String())
+		}
+	}()
+	conn := fmt.Sprintf("sslmode=verify-ca sslcert=%s sslkey=%s sslrootcert=%s",
+		filepath.Join(out, "postgresql.crt"), filepath.Join(out, "postgresql.key"), filepath.Join(out, "root.crt"))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(filepath.Join(out, "postgresql.key")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("run wrote no files within 10s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	var ok, failed int
+	end := time.Now().Add(70 * time.Second)
+	ctx := context.Background()
+	for time.Now().Before(end) {
+		if outp, err := pg.Psql(ctx, conn, "select 1", ""); err != nil {
+			failed++
+			t.Errorf("psql failed at %s: %v\n%s", time.Now().Format(time.RFC3339Nano), err, outp)
+		} else {
+			ok++
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("run exited with %v after SIGTERM, want 0", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("run did not exit within 15s of SIGTERM")
+	}
+	issued := e.emu.Issued()
+	t.Logf("psql connections ok=%d failed=%d; certificates issued=%d", ok, failed, issued)
+	if issued < 4 {
+		t.Errorf("issued %d certificates in 70s of 20s certificates, want at least 4 (three rotations)", issued)
+	}
+	if n := len(hookRuns(t, hooks)); n != issued {
+		t.Errorf("hook ran %d times for %d certificates", n, issued)
+	}
+	if ok < 200 {
+		t.Errorf("only %d psql connections in 70s", ok)
+	}
 }
