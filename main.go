@@ -277,6 +277,8 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs := newFlags("dev", stderr)
 	dir := fs.String("dir", "dbcert-dev", "directory for the generated config, credentials and output files")
 	lifetime := fs.Duration("cert-lifetime", time.Minute, "lifetime of the emulator's client certificates")
+	instances := fs.Int("instances", 2, "how many Cloud SQL instances to emulate and configure")
+	emulatorOnly := fs.Bool("emulator-only", false, "serve the emulator and write the config, but do not run the agent")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -284,7 +286,8 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	return agent.Dev(ctx, agent.DevOptions{Dir: *dir, CertLifetime: *lifetime, Logger: log, Out: stdout, Hangup: hup})
+	return agent.Dev(ctx, agent.DevOptions{Dir: *dir, CertLifetime: *lifetime, Logger: log, Out: stdout, Hangup: hup,
+		Instances: *instances, EmulatorOnly: *emulatorOnly})
 }
 
 func printVersion(w io.Writer) {

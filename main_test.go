@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -468,11 +469,29 @@ func TestDefaultConfigFromEnv(t *testing.T) {
 	}
 }
 
+// lockedBuffer is a bytes.Buffer safe to read while an exec.Cmd copies into it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
 // TestDev runs `dbcert-agent dev` and waits for files and a hook run to appear.
 func TestDev(t *testing.T) {
 	dir := t.TempDir()
 	cmd := exec.Command(binary, "dev", "-dir", dir, "-cert-lifetime", "3s")
-	var out, errb bytes.Buffer
+	var out, errb lockedBuffer // read while the child writes
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
