@@ -16,10 +16,14 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/dbcert-agent/dbcert-agent/agent"
+	"github.com/dbcert-agent/dbcert-agent/agent/gcpauth"
+	"github.com/dbcert-agent/dbcert-agent/agent/metrics"
+	"github.com/dbcert-agent/dbcert-agent/agent/sdnotify"
 	"github.com/dbcert-agent/dbcert-agent/config"
 )
 
@@ -204,22 +208,59 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	a, err := agent.New(ctx, cfg, agent.Options{Logger: log})
+	if os.Getenv("GOGC") == "" {
+		// Live data is small (about 16 MB for 1,000 instances); halve the GC headroom so
+		// peak RSS stays near 50 MB there. GOGC in the environment overrides this.
+		debug.SetGCPercent(50)
+	}
+	reg := metrics.NewRegistry()
+	obs := agent.NewMetrics(reg)
+	build := agent.BuildOptions{Logger: log, Transport: obs.Transport(gcpauth.DefaultTransport())}
+	instances, err := agent.Build(ctx, cfg, build)
 	if err != nil {
 		return &configError{err}
 	}
+	a := agent.NewWithInstances(instances, agent.Options{Logger: log, Observer: obs})
+
+	notifier, err := sdnotify.FromEnv()
+	if err != nil {
+		log.Warn("systemd notification is misconfigured", "err", err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var aux sync.WaitGroup
+	defer aux.Wait()
+	defer cancel()
+	aux.Add(1)
+	go func() { defer aux.Done(); notifier.RunWatchdog(runCtx, nil) }()
+	if cfg.Agent.Listen != "" {
+		addr, done, err := metrics.Serve(runCtx, cfg.Agent.Listen, metrics.Handler(reg, a.Ready))
+		if err != nil {
+			return &configError{fmt.Errorf("listen %s: %w", cfg.Agent.Listen, err)}
+		}
+		log.Info("serving /metrics, /livez and /readyz", "addr", addr)
+		aux.Add(1)
+		go func() {
+			defer aux.Done()
+			if err := <-done; err != nil {
+				log.Error("metrics server stopped", "err", err)
+			}
+		}()
+	}
+
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	return a.Run(ctx, agent.RunOptions{
+	return a.Run(runCtx, agent.RunOptions{
 		ConfigPath: path,
 		Hangup:     hup,
+		Notifier:   notifier,
 		Reload: func(ctx context.Context) ([]*agent.Instance, error) {
 			c, err := config.Load(path, config.Options{})
 			if err != nil {
 				return nil, err
 			}
-			return agent.Build(ctx, c, log)
+			return agent.Build(ctx, c, build)
 		},
 	})
 }

@@ -14,6 +14,9 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -600,4 +603,128 @@ func TestRunRotatesUnderPsqlLoad(t *testing.T) {
 	if ok < 200 {
 		t.Errorf("only %d psql connections in 70s", ok)
 	}
+}
+
+// TestRunSystemdAndMetrics: `run` under a fake NOTIFY_SOCKET sends READY=1 only once
+// the files exist, RELOADING=1 then READY=1 on SIGHUP, STOPPING=1 on SIGTERM, and serves
+// /metrics, /livez and /readyz on listen.
+func TestRunSystemdAndMetrics(t *testing.T) {
+	e := newEnv(t, emulator.Options{})
+	// The first certificate request fails, so READY must wait for the retry.
+	e.emu.Inject(emulator.Fault{Match: "generateEphemeralCert", Status: 503, Times: 1})
+	out := filepath.Join(e.dir, "out")
+	cfg := e.config(e.instanceBlock("orders", out, "pem", filepath.Join(e.dir, "hook")))
+	port := freePort(t)
+	src, _ := os.ReadFile(cfg)
+	os.WriteFile(cfg, []byte(strings.Replace(string(src), "agent {", fmt.Sprintf("agent {\n  listen = \"127.0.0.1:%d\"", port), 1)), 0o644)
+
+	sock := filepath.Join(e.dir, "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	type msg struct {
+		text     string
+		filesNow bool
+	}
+	msgs := make(chan msg, 32)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, _, err := conn.ReadFromUnix(buf)
+			if err != nil {
+				close(msgs)
+				return
+			}
+			_, ferr := os.Stat(filepath.Join(out, "key.pem"))
+			msgs <- msg{string(buf[:n]), ferr == nil}
+		}
+	}()
+	next := func(prefix string) msg {
+		t.Helper()
+		timeout := time.After(15 * time.Second)
+		for {
+			select {
+			case m, ok := <-msgs:
+				if !ok {
+					t.Fatalf("notify socket closed waiting for %s", prefix)
+				}
+				if strings.HasPrefix(m.text, prefix) {
+					return m
+				}
+			case <-timeout:
+				t.Fatalf("no %s within 15s", prefix)
+			}
+		}
+	}
+
+	cmd := exec.Command(binary, "run", "-config", cfg)
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
+	var logs lockedBuffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("agent log:\n%s", logs.String())
+		}
+	}()
+	if m := next("READY=1"); !m.filesNow {
+		t.Fatal("READY=1 arrived before the files existed")
+	}
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	body := httpGet(t, base+"/metrics", 200)
+	for _, want := range []string{
+		`dbcert_files_valid{instance="orders"} 1`,
+		`dbcert_refreshes_total{instance="orders",result="ok"} 1`,
+		`dbcert_refreshes_total{instance="orders",result="retryable"} 1`,
+		`dbcert_hook_runs_total{instance="orders",result="ok"} 1`,
+		`dbcert_api_requests_total{endpoint="generateEphemeralCert",code="503"} 1`,
+		`dbcert_certificate_not_after_seconds{instance="orders"}`,
+		`dbcert_next_renewal_seconds{instance="orders"}`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s:\n%s", want, body)
+		}
+	}
+	httpGet(t, base+"/livez", 200)
+	if got := httpGet(t, base+"/readyz", 200); !strings.Contains(got, `"ready"`) {
+		t.Errorf("/readyz = %s", got)
+	}
+	cmd.Process.Signal(syscall.SIGHUP)
+	next("RELOADING=1")
+	next("READY=1")
+	cmd.Process.Signal(syscall.SIGTERM)
+	next("STOPPING=1")
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("run exited with %v after SIGTERM", err)
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func httpGet(t *testing.T, url string, want int) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != want {
+		t.Errorf("GET %s = %d, want %d: %s", url, resp.StatusCode, want, b)
+	}
+	return string(b)
 }

@@ -67,6 +67,8 @@ type Agent struct {
 	sleep     func(ctx context.Context, d time.Duration) error
 	// parallel bounds how many instances `once` refreshes at the same time.
 	parallel int
+	obs      Observer
+	ready    *readiness
 }
 
 // Options tune an Agent. Zero values are defaults.
@@ -77,11 +79,17 @@ type Options struct {
 	Sleep  func(context.Context, time.Duration) error // default: timer honouring ctx
 	// Parallel bounds concurrent refreshes in `once`; default 8.
 	Parallel int
+	// Observer receives what happens (metrics); nil records nothing.
+	Observer Observer
 }
 
 // NewWithInstances makes an Agent from ready instances.
 func NewWithInstances(instances []*Instance, o Options) *Agent {
-	a := &Agent{instances: instances, log: o.Logger, now: o.Now, rand: o.Rand, sleep: o.Sleep, parallel: o.Parallel}
+	a := &Agent{instances: instances, log: o.Logger, now: o.Now, rand: o.Rand, sleep: o.Sleep, parallel: o.Parallel,
+		obs: o.Observer, ready: newReadiness()}
+	if a.obs == nil {
+		a.obs = nopObserver{}
+	}
 	if a.log == nil {
 		a.log = slog.Default()
 	}
@@ -98,6 +106,13 @@ func NewWithInstances(instances []*Instance, o Options) *Agent {
 		a.parallel = 8
 	}
 	return a
+}
+
+// Ready reports whether every instance of a running daemon has valid files, and lists
+// those that do not (for /readyz).
+func (a *Agent) Ready() (bool, []string) {
+	missing := a.ready.notReady()
+	return len(missing) == 0, missing
 }
 
 // Instances returns the agent's instances in config order.

@@ -22,17 +22,22 @@ const scopeCloudPlatform = "https://www.googleapis.com/auth/cloud-platform"
 // the instances that use them (Instance.Err), so one broken credentials block does not
 // stop the others.
 func New(ctx context.Context, cfg *config.Config, o Options) (*Agent, error) {
-	instances, err := Build(ctx, cfg, o.Logger)
+	instances, err := Build(ctx, cfg, BuildOptions{Logger: o.Logger})
 	if err != nil {
 		return nil, err
 	}
 	return NewWithInstances(instances, o), nil
 }
 
-// Build makes the runtime instances of a configuration (see New). log receives hook
-// output; nil means slog.Default().
-func Build(ctx context.Context, cfg *config.Config, log *slog.Logger) ([]*Instance, error) {
-	b := &builder{ctx: ctx, log: log, clients: map[*config.GoogleCredentials]clientOrErr{}}
+// BuildOptions tune Build. Zero values are defaults.
+type BuildOptions struct {
+	Logger    *slog.Logger      // receives hook output; default slog.Default()
+	Transport http.RoundTripper // base transport of API clients (e.g. Metrics.Transport); default http.DefaultTransport
+}
+
+// Build makes the runtime instances of a configuration (see New).
+func Build(ctx context.Context, cfg *config.Config, o BuildOptions) ([]*Instance, error) {
+	b := &builder{ctx: ctx, log: o.Logger, transport: o.Transport, clients: map[*config.GoogleCredentials]clientOrErr{}}
 	if b.log == nil {
 		b.log = slog.Default()
 	}
@@ -55,9 +60,10 @@ type clientOrErr struct {
 // builder turns config instances into runtime ones, sharing one HTTP client per
 // credentials block.
 type builder struct {
-	ctx     context.Context
-	log     *slog.Logger
-	clients map[*config.GoogleCredentials]clientOrErr
+	ctx       context.Context
+	log       *slog.Logger
+	transport http.RoundTripper
+	clients   map[*config.GoogleCredentials]clientOrErr
 }
 
 func (b *builder) instance(ci *config.Instance) (*Instance, error) {
@@ -126,6 +132,7 @@ func (b *builder) googleClient(gc *config.GoogleCredentials) (*http.Client, erro
 		TokenFile:                 gc.TokenFile,
 		QuotaProject:              gc.QuotaProject,
 		Scopes:                    []string{scopeCloudPlatform},
+		Base:                      b.transport,
 	})
 	if err != nil {
 		name := "Application Default Credentials"

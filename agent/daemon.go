@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"sort"
 	"sync"
 	"time"
@@ -24,10 +25,11 @@ type daemon struct {
 	a        *Agent
 	o        RunOptions
 	inflight chan struct{}
+	keygen   chan struct{} // bounds concurrent RSA key generation
 	clock    *clockWatch
 	cron     *cron.Cron
 	watcher  *fsnotify.Watcher
-	ready    *readiness
+	ready    *readiness // the Agent's
 
 	mu      sync.Mutex
 	loops   map[string]*loop
@@ -48,10 +50,11 @@ func newDaemon(a *Agent, o RunOptions) (*daemon, error) {
 	return &daemon{
 		a: a, o: o,
 		inflight: make(chan struct{}, o.MaxInFlight),
+		keygen:   make(chan struct{}, runtime.GOMAXPROCS(0)),
 		clock:    newClockWatch(),
 		cron:     cron.New(cron.WithParser(cronParser), cron.WithChain(cron.Recover(cronLog), cron.SkipIfStillRunning(cronLog)), cron.WithLogger(cronLog)),
 		watcher:  w,
-		ready:    newReadiness(),
+		ready:    a.ready,
 		loops:    map[string]*loop{},
 		cronIDs:  map[string]cron.EntryID{},
 		dirs:     map[string]*loop{},
@@ -60,13 +63,6 @@ func newDaemon(a *Agent, o RunOptions) (*daemon, error) {
 
 // cronParser accepts what config validated: 5 fields, descriptors, CRON_TZ=.
 var cronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
-
-func (d *daemon) observe() Observer {
-	if d.o.Observer == nil {
-		return nopObserver{}
-	}
-	return d.o.Observer
-}
 
 func (d *daemon) notify(f func(Notifier) error) {
 	if d.o.Notifier == nil {
@@ -186,7 +182,7 @@ func (d *daemon) apply(ctx context.Context, instances []*Instance) {
 	}
 	for _, name := range removed {
 		d.ready.remove(name)
-		d.observe().Removed(name)
+		d.a.obs.Removed(name)
 	}
 	for _, in := range instances {
 		if _, ok := want[in.Name]; ok {

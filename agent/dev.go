@@ -93,7 +93,7 @@ func Dev(ctx context.Context, o DevOptions) error {
 		if err != nil {
 			return nil, err
 		}
-		return Build(ctx, c, o.Logger)
+		return Build(ctx, c, BuildOptions{Logger: o.Logger})
 	}
 	fmt.Fprintf(o.Out, `dbcert-agent dev: emulator of the Cloud SQL Admin API and Google OAuth on %s
   config:   %s   (edit it: the agent reloads on save)

@@ -168,9 +168,11 @@ func (a *Agent) runHooks(ctx context.Context, in *Instance, ev hook.Event, log *
 	var errs []error
 	for _, h := range in.Hooks {
 		if err := h.Run(ctx, ev); err != nil {
+			a.obs.HookRan(in.Name, false)
 			errs = append(errs, fmt.Errorf("hook %v: %w", h, err))
 			continue
 		}
+		a.obs.HookRan(in.Name, true)
 		log.Info("hook ran", "hook", fmt.Sprint(h), "event", ev.Kind)
 	}
 	return errors.Join(errs...)

@@ -36,8 +36,6 @@ type RunOptions struct {
 	// MaxInFlight bounds the API refreshes running at once across all instances;
 	// default 16.
 	MaxInFlight int
-	// Observer receives what happens (metrics); nil records nothing.
-	Observer Observer
 }
 
 // Observer is told what the daemon does, for metrics and readiness. Methods must be
@@ -93,6 +91,7 @@ type loopState struct {
 	attempt int
 	hold    time.Time // rate limit: no refresh before this
 	forced  bool      // a cron trigger asked for a refresh
+	keyAt   time.Time // when to generate the next key ahead of time (zero: not planned)
 	keys    *keySource
 	bucket  *bucket
 }
@@ -102,12 +101,15 @@ func (d *daemon) loop(ctx context.Context, l *loop) {
 	in, a := l.in, d.a
 	log := a.log.With("instance", in.Name)
 	now := a.now()
-	st := &loopState{jitter: a.rand(), bucket: newBucket(now), keys: newKeySource(in.Renewal.KeyMaxAge)}
+	st := &loopState{jitter: a.rand(), bucket: newBucket(now), keys: newKeySource(in.Renewal.KeyMaxAge, d.keygen)}
 	defer st.keys.close()
 	if cur, err := a.current(in, now); err == nil {
 		st.cur = cur
 		st.bucket.setLifetime(cur.Lifetime())
 		st.keys.adopt(cur.Key, cur.Start())
+		if at := in.renewAt(cur, st.jitter); at.After(now) {
+			st.keyAt = now.Add(at.Sub(now) / 2)
+		}
 		log.Info("resuming from files on disk", "not_after", fmtTime(cur.NotAfter()), "renew_at", fmtTime(in.renewAt(cur, st.jitter)))
 		d.watchSinks(l)
 	} else if !errors.Is(err, fs.ErrNotExist) {
@@ -128,7 +130,16 @@ func (d *daemon) loop(ctx context.Context, l *loop) {
 			d.report(in, st)
 			continue
 		}
-		switch d.wait(ctx, l, due) {
+		if !st.keyAt.IsZero() && !now.Before(st.keyAt) {
+			st.keyAt = time.Time{}
+			st.keys.prepare(now)
+			continue
+		}
+		wake := due
+		if !st.keyAt.IsZero() && (wake.IsZero() || st.keyAt.Before(wake)) {
+			wake = st.keyAt
+		}
+		switch d.wait(ctx, l, wake) {
 		case wakeDone:
 			return
 		case wakeTrigger:
@@ -213,7 +224,12 @@ func (d *daemon) refresh(ctx context.Context, l *loop, st *loopState, log *slog.
 	prev := st.cur
 	st.cur, st.retryAt, st.attempt, st.jitter = b, time.Time{}, 0, a.rand()
 	st.bucket.setLifetime(b.Lifetime())
-	d.observe().Refreshed(in.Name, "")
+	if in.NeedsKey {
+		// Make the next key halfway to the renewal: ahead of time, but not all at once
+		// with the first round's keys.
+		st.keyAt = a.now().Add(in.renewAt(b, st.jitter).Sub(a.now()) / 2)
+	}
+	d.a.obs.Refreshed(in.Name, "")
 	d.watchSinks(l)
 	if !changed {
 		log.Info("files unchanged", "next_renewal", fmtTime(in.renewAt(b, st.jitter)))
@@ -223,7 +239,7 @@ func (d *daemon) refresh(ctx context.Context, l *loop, st *loopState, log *slog.
 	log.Info("next renewal", "at", fmtTime(in.renewAt(b, st.jitter)))
 	if err := a.notify(wctx, in, b, prev, log); err != nil {
 		log.Error("files were renewed but a hook failed", "err", err)
-		d.observe().Refreshed(in.Name, reasonHook)
+		d.a.obs.Refreshed(in.Name, reasonHook)
 	}
 }
 
@@ -268,7 +284,7 @@ func (d *daemon) failed(in *Instance, st *loopState, err error, reason string, l
 	}
 	st.attempt++
 	st.retryAt = now.Add(wait)
-	d.observe().Refreshed(in.Name, reason)
+	d.a.obs.Refreshed(in.Name, reason)
 	attrs := []any{"err", err, "retry_in", wait.Round(time.Millisecond), "attempt", st.attempt}
 	if st.cur != nil {
 		attrs = append(attrs, "files_valid_until", fmtTime(st.cur.NotAfter()))
@@ -328,7 +344,7 @@ func (d *daemon) report(in *Instance, st *loopState) {
 	if !st.retryAt.IsZero() {
 		next = st.retryAt
 	}
-	d.observe().Files(in.Name, st.cur, next)
+	d.a.obs.Files(in.Name, st.cur, next)
 	d.ready.set(in.Name, st.cur != nil)
 }
 
@@ -339,12 +355,15 @@ func fmtTime(t time.Time) string {
 	return t.UTC().Format(time.RFC3339)
 }
 
-// keySource hands out private keys, generating the next one in the background right
-// after one is used, so a renewal never waits for RSA key generation. With a KeyMaxAge
-// (key_rotation = "24h") it hands out the same key until it is that old. Owned by one
-// loop; close waits for a background generation.
+// keySource hands out private keys. The loop asks it to prepare the next key ahead of
+// time (prepare), so a renewal does not wait for RSA key generation; without a prepared
+// key, get generates one. With a KeyMaxAge (key_rotation = "24h") it hands out the same
+// key until that key is that old. Key generation runs under the agent-wide semaphore sem
+// (bounding CPU and memory when many instances start at once). Owned by one loop; close
+// waits for a background generation.
 type keySource struct {
 	maxAge  time.Duration
+	sem     chan struct{}
 	ch      chan keyResult
 	pending bool
 	wg      sync.WaitGroup
@@ -357,16 +376,28 @@ type keyResult struct {
 	err error
 }
 
-func newKeySource(maxAge time.Duration) *keySource {
-	return &keySource{maxAge: maxAge, ch: make(chan keyResult, 1)}
+func newKeySource(maxAge time.Duration, sem chan struct{}) *keySource {
+	return &keySource{maxAge: maxAge, sem: sem, ch: make(chan keyResult, 1)}
 }
 
-func (k *keySource) prepare() {
+// reusable reports whether the current key may serve another certificate at now.
+func (k *keySource) reusable(now time.Time) bool {
+	return k.maxAge > 0 && k.cur != nil && now.Sub(k.born) < k.maxAge
+}
+
+// prepare starts generating the next key in the background, unless one is already
+// pending or the current key will be reused.
+func (k *keySource) prepare(now time.Time) {
+	if k.pending || k.reusable(now) {
+		return
+	}
 	k.pending = true
 	k.wg.Add(1)
 	go func() {
 		defer k.wg.Done()
+		k.sem <- struct{}{}
 		key, err := bundle.NewKey()
+		<-k.sem
 		k.ch <- keyResult{key, err}
 	}()
 }
@@ -378,22 +409,17 @@ func (k *keySource) adopt(key crypto.Signer, born time.Time) {
 
 // get returns the key for the next certificate.
 func (k *keySource) get(ctx context.Context, now time.Time) (crypto.Signer, error) {
-	if k.maxAge > 0 && k.cur != nil && now.Sub(k.born) < k.maxAge {
+	if k.reusable(now) {
 		return k.cur, nil
 	}
-	if !k.pending {
-		k.prepare()
-	}
+	k.prepare(now)
 	select {
 	case r := <-k.ch:
 		k.pending = false
 		if r.err != nil {
 			return nil, r.err
 		}
-		k.prepare() // the next one, ahead of time
-		if k.cur != r.key {
-			k.cur, k.born = r.key, now
-		}
+		k.cur, k.born = r.key, now
 		return r.key, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()

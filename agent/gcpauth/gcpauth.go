@@ -193,10 +193,13 @@ func baseTransport(o Options) http.RoundTripper {
 	if o.Base != nil {
 		return o.Base
 	}
-	return defaultTransport()
+	return DefaultTransport()
 }
 
-func defaultTransport() http.RoundTripper {
+// DefaultTransport is the transport used when Options.Base is nil: http.DefaultTransport
+// with dial, TLS handshake and response header timeouts. Callers that wrap a transport
+// (for metrics) should wrap this one.
+func DefaultTransport() http.RoundTripper {
 	t, ok := http.DefaultTransport.(*http.Transport)
 	if !ok {
 		return http.DefaultTransport
