@@ -382,3 +382,61 @@ func (f *fakeNotifier) count(s string) int {
 	}
 	return n
 }
+
+// TestRunRenewsAtOnceAfterSuspend: timers run on the monotonic clock, which stops during
+// suspend. When the wall clock has jumped past the renewal time, the clock watch's
+// broadcast makes the loop re-check and renew at once.
+func TestRunRenewsAtOnceAfterSuspend(t *testing.T) {
+	w := newWorld(t, time.Hour)
+	var (
+		mu     sync.Mutex
+		offset time.Duration
+	)
+	now := func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return time.Now().Add(offset)
+	}
+	a := NewWithInstances(w.instances("a"), Options{Logger: w.log, Now: now})
+	d, err := newDaemon(a, RunOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.run(ctx) }()
+	defer func() { cancel(); <-done }()
+	eventually(t, 5*time.Second, "files", func() bool { _, err := w.current("a"); return err == nil })
+	issued := w.emu.Issued()
+
+	mu.Lock()
+	offset = 50 * time.Minute // the machine slept; renewal was due at about 40 minutes
+	mu.Unlock()
+	time.Sleep(300 * time.Millisecond)
+	if w.emu.Issued() != issued {
+		t.Fatal("renewed before the clock jump was noticed; the test does not test the watch")
+	}
+	d.clock.broadcast()
+	eventually(t, 5*time.Second, "a renewal after the clock jump", func() bool { return w.emu.Issued() == issued+1 })
+}
+
+func TestBucket(t *testing.T) {
+	t0 := time.Now()
+	b := newBucket(t0)
+	if b.take(t0) != 0 || b.take(t0) != 0 {
+		t.Fatal("burst of 2 not available")
+	}
+	if w := b.take(t0); w != refreshInterval {
+		t.Errorf("third take waits %v, want %v", w, refreshInterval)
+	}
+	if w := b.take(t0.Add(refreshInterval / 2)); w != refreshInterval/2 {
+		t.Errorf("half refilled: wait %v", w)
+	}
+	if b.take(t0.Add(refreshInterval)) != 0 {
+		t.Error("no token after a full interval")
+	}
+	b.setLifetime(20 * time.Second) // short certificates: one per 2 s
+	if w := b.take(t0.Add(refreshInterval)); w != 2*time.Second {
+		t.Errorf("short-lifetime interval: wait %v, want 2s", w)
+	}
+}
