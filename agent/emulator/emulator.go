@@ -63,6 +63,8 @@ type Emulator struct {
 	instances map[string]*sqlInstance // key: project + "/" + instance
 	ops       map[string]*sqlOperation
 	opFail    *OpFailure
+	alloy     alloyState  // alloydb.go
+	huawei    huaweiState // huawei.go (IAM tokens, GeminiDB)
 }
 
 // New makes an Emulator and its client-certificate CA. It does not listen; call Start,
@@ -231,6 +233,9 @@ func (e *Emulator) record(r *http.Request, body []byte) {
 
 // route dispatches by decoded path; unknown paths get Google's HTML 404 page.
 func (e *Emulator) route(w http.ResponseWriter, r *http.Request) {
+	if e.serveAlloyDB(w, r) || e.serveHuawei(w, r) {
+		return
+	}
 	p := r.URL.Path
 	switch {
 	case p == "/token":
