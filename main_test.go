@@ -728,3 +728,75 @@ func httpGet(t *testing.T, url string, want int) string {
 	}
 	return string(b)
 }
+
+// TestRunReloadsChangedConfigFile: editing the config file (written the way editors do:
+// a new file renamed over the old) adds exactly the new instance; a broken edit is
+// reported with file:line and leaves the running instances alone.
+func TestRunReloadsChangedConfigFile(t *testing.T) {
+	e := newEnv(t, emulator.Options{})
+	e.emu.AddCloudSQLInstance(project, "billing-pg", emulator.CloudSQLInstance{})
+	ordersDir, billingDir := filepath.Join(e.dir, "orders"), filepath.Join(e.dir, "billing")
+	orders := e.instanceBlock("orders", ordersDir, "pem", filepath.Join(e.dir, "hook-orders"))
+	cfg := e.config(orders)
+	cmd := exec.Command(binary, "run", "-config", cfg)
+	var logs lockedBuffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("agent log:\n%s", logs.String())
+		}
+	}()
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	exists := func(p string) bool { _, err := os.Stat(p); return err == nil }
+	waitFor("orders files", func() bool { return exists(filepath.Join(ordersDir, "key.pem")) })
+	issued := e.emu.Issued()
+
+	replace := func(content string) {
+		t.Helper()
+		tmp := cfg + ".swp"
+		if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	src, _ := os.ReadFile(cfg)
+	billing := strings.ReplaceAll(strings.ReplaceAll(
+		e.instanceBlock("billing", billingDir, "libpq", filepath.Join(e.dir, "hook-billing")),
+		`instance     = "orders-pg"`, `instance     = "billing-pg"`), `"orders-pg"`, `"billing-pg"`)
+	replace(string(src) + billing)
+	waitFor("billing files", func() bool { return exists(filepath.Join(billingDir, "postgresql.key")) })
+	waitFor("the reload log line", func() bool {
+		return strings.Contains(logs.String(), "started=[billing] restarted=[] removed=[]")
+	})
+	if got := e.emu.Issued() - issued; got != 1 {
+		t.Errorf("adding one instance issued %d certificates, want 1", got)
+	}
+
+	good, _ := os.ReadFile(cfg)
+	replace(string(good) + "\ninstance \"cloudsql\" \"broken\" {\n  projec = \"x\"\n}\n")
+	waitFor("the diagnostic", func() bool { return strings.Contains(logs.String(), "agent.hcl:") && strings.Contains(logs.String(), "still running the previous one") })
+	if !regexp.MustCompile(`agent\.hcl:\d+:\d+: `).MatchString(logs.String()) {
+		t.Errorf("the reload error does not name file:line:col:\n%s", logs.String())
+	}
+	before := e.emu.Issued()
+	time.Sleep(500 * time.Millisecond)
+	if e.emu.Issued() != before || !exists(filepath.Join(ordersDir, "key.pem")) || !exists(filepath.Join(billingDir, "root.crt")) {
+		t.Error("a broken config disturbed the running instances")
+	}
+}

@@ -25,6 +25,8 @@ type world struct {
 	sa  string
 	log *slog.Logger
 	buf *syncBuffer
+	// extra attributes added to every generated instance block (e.g. a schedule).
+	extra string
 }
 
 type syncBuffer struct {
@@ -86,10 +88,11 @@ func (w *world) instances(names ...string) []*Instance {
   project = "p"
   instance = "%s-pg"
   api_endpoint = %q
+  %s
   sink "file" { dir = %q }
   hook "exec" { command = ["/bin/sh", "-c", "echo $DBCERT_EVENT >> %s"] }
 }
-`, n, n, w.emu.URL(), filepath.Join(w.dir, "out", n), filepath.Join(w.dir, "hooks-"+n))
+`, n, n, w.emu.URL(), w.extra, filepath.Join(w.dir, "out", n), filepath.Join(w.dir, "hooks-"+n))
 	}
 	cfg, err := config.Parse(filepath.Join(w.dir, "agent.hcl"), []byte(b.String()), config.Options{})
 	if err != nil {
@@ -439,4 +442,39 @@ func TestBucket(t *testing.T) {
 	if w := b.take(t0.Add(refreshInterval)); w != 2*time.Second {
 		t.Errorf("short-lifetime interval: wait %v, want 2s", w)
 	}
+}
+
+func TestRunScheduleTriggersRefresh(t *testing.T) {
+	w := newWorld(t, time.Hour)
+	w.extra = `schedule = "@every 1s"`
+	stop := w.run(NewWithInstances(w.instances("a"), Options{Logger: w.log}), RunOptions{})
+	defer stop()
+	// The first certificate at start, a second from the schedule although the first is
+	// far from due.
+	eventually(t, 5*time.Second, "a scheduled refresh", func() bool { return w.emu.Issued() >= 2 })
+	if got := w.hookRuns("a"); got < 2 {
+		t.Errorf("hook ran %d times", got)
+	}
+}
+
+// TestRunOutageKeepsFilesAndRecovers: while the API fails, the files on disk stay as
+// they are and valid; when it comes back, the agent renews before they expire.
+func TestRunOutageKeepsFilesAndRecovers(t *testing.T) {
+	w := newWorld(t, 8*time.Second)
+	stop := w.run(NewWithInstances(w.instances("a"), Options{Logger: w.log}), RunOptions{})
+	defer stop()
+	eventually(t, 5*time.Second, "files", func() bool { _, err := w.current("a"); return err == nil })
+	first, _ := w.current("a")
+	w.emu.Inject(emulator.Fault{Match: "generateEphemeralCert", Status: 503})
+	// Renewal is due at about 5.3 s; let it fail for a while.
+	eventually(t, 10*time.Second, "a failed renewal", func() bool { return strings.Contains(w.buf.String(), "will retry") })
+	time.Sleep(500 * time.Millisecond)
+	if c, err := w.current("a"); err != nil || c.serial != first.serial {
+		t.Fatalf("files changed during the outage: %+v, %v", c, err)
+	}
+	w.emu.ClearFaults()
+	eventually(t, time.Until(first.notAfter), "a renewal before the old certificate expires", func() bool {
+		c, err := w.current("a")
+		return err == nil && c.serial != first.serial
+	})
 }
