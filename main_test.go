@@ -790,7 +790,9 @@ func TestRunReloadsChangedConfigFile(t *testing.T) {
 
 	good, _ := os.ReadFile(cfg)
 	replace(string(good) + "\ninstance \"cloudsql\" \"broken\" {\n  projec = \"x\"\n}\n")
-	waitFor("the diagnostic", func() bool { return strings.Contains(logs.String(), "agent.hcl:") && strings.Contains(logs.String(), "still running the previous one") })
+	waitFor("the diagnostic", func() bool {
+		return strings.Contains(logs.String(), "agent.hcl:") && strings.Contains(logs.String(), "still running the previous one")
+	})
 	if !regexp.MustCompile(`agent\.hcl:\d+:\d+: `).MatchString(logs.String()) {
 		t.Errorf("the reload error does not name file:line:col:\n%s", logs.String())
 	}
