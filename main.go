@@ -46,6 +46,7 @@ Usage:
   dbcert-agent once     [-config PATH] [-instance NAME]... [-force] [-timeout 1m]
   dbcert-agent validate [-config PATH]
   dbcert-agent status   [-config PATH] [-json]
+  dbcert-agent reset-ssl -instance NAME [-config PATH] -yes
   dbcert-agent dev      [-dir DIR]
   dbcert-agent version
 
@@ -86,7 +87,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "status":
 		err = cmdStatus(rest, stdout, stderr)
 	case "reset-ssl":
-		err = &usageError{fmt.Sprintf("%q is not available in this version yet; use \"once\" (for example from a systemd timer)", cmd)}
+		err = cmdResetSSL(ctx, rest, stdout, stderr)
 	default:
 		err = &usageError{fmt.Sprintf("unknown command %q\n\n%s", cmd, usage)}
 	}
@@ -263,6 +264,39 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 			return agent.Build(ctx, c, build)
 		},
 	})
+}
+
+func cmdResetSSL(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("reset-ssl", stderr)
+	path := fs.String("config", "", "config file (default $DBCERT_AGENT_CONFIG or "+config.DefaultPath+")")
+	name := fs.String("instance", "", "the cloudsql instance (config name) to reset")
+	yes := fs.Bool("yes", false, "confirm: this breaks every open connection and deletes all client certificates of the instance")
+	timeout := fs.Duration("timeout", 5*time.Minute, "give up after this long")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *name == "" {
+		return &usageError{"reset-ssl: -instance NAME is required"}
+	}
+	if !*yes {
+		return &usageError{fmt.Sprintf("reset-ssl resets the SSL configuration of instance %q: it breaks every open connection and deletes all client certificates of the instance. Nothing was done; add -yes to proceed", *name)}
+	}
+	cfg, log, err := loadConfig(*path, stderr)
+	if err != nil {
+		return err
+	}
+	a, err := agent.New(ctx, cfg, agent.Options{Logger: log})
+	if err != nil {
+		return &configError{err}
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	err = a.ResetSSL(ctx, *name, func(line string) { fmt.Fprintf(stdout, "reset-ssl %s: %s\n", *name, line) })
+	var nr *agent.NotResettableError
+	if errors.As(err, &nr) {
+		return &usageError{err.Error()}
+	}
+	return err
 }
 
 // errNotAllValid makes status exit 1 when an instance lacks valid files.

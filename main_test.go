@@ -802,3 +802,89 @@ func TestRunReloadsChangedConfigFile(t *testing.T) {
 		t.Error("a broken config disturbed the running instances")
 	}
 }
+
+// TestResetSSL: reset-ssl refuses without -yes; with it, the instance's server CA is
+// rotated, the old root.crt no longer verifies the server, the agent's new files do,
+// and the hook ran once. A failed operation exits 1 with its code and message.
+func TestResetSSL(t *testing.T) {
+	e := newEnv(t, emulator.Options{})
+	srvCert, srvKey, err := e.emu.ServerCert(project, instance, []string{"127.0.0.1", "localhost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg := pgtest.Start(t, pgtest.Options{ServerCertPEM: srvCert, ServerKeyPEM: srvKey, ClientCAPEM: e.emu.ClientCAPEM()})
+	out := filepath.Join(e.dir, "out")
+	hooks := filepath.Join(e.dir, "hook")
+	cfg := e.config(e.instanceBlock("orders", out, "libpq", hooks))
+	if r := runAgent(t, "once", "-config", cfg); r.code != 0 {
+		t.Fatalf("once: %d\n%s", r.code, r.stderr)
+	}
+	oldRoot := filepath.Join(e.dir, "old-root.crt")
+	data, _ := os.ReadFile(filepath.Join(out, "root.crt"))
+	os.WriteFile(oldRoot, data, 0o644)
+	resets := func() int {
+		n := 0
+		for _, r := range e.emu.Requests() {
+			if strings.HasSuffix(r.Path, "/resetSslConfig") {
+				n++
+			}
+		}
+		return n
+	}
+
+	t.Run("refuses without -yes", func(t *testing.T) {
+		r := runAgent(t, "reset-ssl", "-config", cfg, "-instance", "orders")
+		if r.code != 2 || !strings.Contains(r.stderr, "add -yes") {
+			t.Fatalf("exit %d, want 2 with a hint:\n%s", r.code, r.stderr)
+		}
+		if resets() != 0 {
+			t.Error("reset-ssl without -yes called the API")
+		}
+	})
+	t.Run("failed operation", func(t *testing.T) {
+		e.emu.FailNextOperation(emulator.OpFailure{Code: "INTERNAL_ERROR", Message: "An internal error occurred."})
+		r := runAgent(t, "reset-ssl", "-config", cfg, "-instance", "orders", "-yes")
+		if r.code != 1 || !strings.Contains(r.stderr, "INTERNAL_ERROR") || !strings.Contains(r.stderr, "An internal error occurred.") {
+			t.Fatalf("exit %d, want 1 naming the operation error:\n%s", r.code, r.stderr)
+		}
+		if n := len(hookRuns(t, hooks)); n != 1 {
+			t.Errorf("hook ran %d times after a failed reset, want 1 (from once)", n)
+		}
+	})
+	t.Run("rotates the CA", func(t *testing.T) {
+		r := runAgent(t, "reset-ssl", "-config", cfg, "-instance", "orders", "-yes")
+		if r.code != 0 {
+			t.Fatalf("reset-ssl exited %d:\n%s\n%s", r.code, r.stdout, r.stderr)
+		}
+		for _, want := range []string{"waiting for operation", "DONE", "wrote new files"} {
+			if !strings.Contains(r.stdout, want) {
+				t.Errorf("progress lacks %q:\n%s", want, r.stdout)
+			}
+		}
+		// The server now presents a certificate from the new CA, as Cloud SQL would.
+		newCert, newKey, err := e.emu.ServerCert(project, instance, []string{"127.0.0.1", "localhost"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pg.ReplaceServerCert(newCert, newKey, nil); err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		files := fmt.Sprintf("sslmode=verify-ca sslcert=%s sslkey=%s", filepath.Join(out, "postgresql.crt"), filepath.Join(out, "postgresql.key"))
+		if o, err := pg.Psql(ctx, files+" sslrootcert="+oldRoot, "select 1", ""); err == nil {
+			t.Errorf("psql with the old root.crt verified the server after reset-ssl:\n%s", o)
+		}
+		if o, err := pg.Psql(ctx, files+" sslrootcert="+filepath.Join(out, "root.crt"), "select 'reset-ok'", ""); err != nil || !strings.Contains(o, "reset-ok") {
+			t.Errorf("psql with the new files failed: %v\n%s", err, o)
+		}
+		if n := len(hookRuns(t, hooks)); n != 2 {
+			t.Errorf("hook ran %d times in all, want 2 (once, then reset-ssl)", n)
+		}
+	})
+	t.Run("not a cloudsql instance name", func(t *testing.T) {
+		r := runAgent(t, "reset-ssl", "-config", cfg, "-instance", "nope", "-yes")
+		if r.code != 2 || !strings.Contains(r.stderr, `no instance named "nope"`) {
+			t.Errorf("exit %d:\n%s", r.code, r.stderr)
+		}
+	})
+}

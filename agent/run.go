@@ -303,8 +303,10 @@ func reasonFor(err error) string {
 	return reasonPermanent
 }
 
-// repair restores sink files that someone deleted or replaced, from the material the
-// loop holds, without an API call.
+// repair handles a change in a sink directory. Files someone deleted or replaced are
+// restored from the material the loop holds, without an API call. Newer valid files
+// that another process wrote (reset-ssl, once) are adopted instead, so the loop never
+// puts older material back.
 func (d *daemon) repair(ctx context.Context, l *loop, st *loopState, log *slog.Logger) {
 	// Let a burst of events settle (a deleted directory produces several).
 	timer := time.NewTimer(100 * time.Millisecond)
@@ -318,7 +320,8 @@ func (d *daemon) repair(ctx context.Context, l *loop, st *loopState, log *slog.L
 	case <-l.heal:
 	default:
 	}
-	if st.cur == nil {
+	if d.adoptNewer(l.in, st, log) || st.cur == nil {
+		d.report(l.in, st)
 		return
 	}
 	wctx := context.WithoutCancel(ctx)
@@ -333,6 +336,24 @@ func (d *daemon) repair(ctx context.Context, l *loop, st *loopState, log *slog.L
 		log.Warn("sink files were changed by someone else; restored them", "sink", fmt.Sprint(s))
 	}
 	d.watchSinks(l)
+}
+
+// adoptNewer takes over valid files on disk that differ from what the loop holds and
+// were issued later (written by another process); it reports whether it did.
+func (d *daemon) adoptNewer(in *Instance, st *loopState, log *slog.Logger) bool {
+	disk, err := d.a.current(in, d.a.now())
+	if err != nil || bundle.Equal(disk, st.cur) {
+		return false
+	}
+	if st.cur != nil && !disk.Start().After(st.cur.Start()) {
+		return false
+	}
+	st.cur, st.retryAt, st.attempt, st.jitter = disk, time.Time{}, 0, d.a.rand()
+	st.bucket.setLifetime(disk.Lifetime())
+	st.keys.adopt(disk.Key, disk.Start())
+	log.Info("adopted newer files written by another process", "not_after", fmtTime(disk.NotAfter()),
+		"next_renewal", fmtTime(in.renewAt(disk, st.jitter)))
+	return true
 }
 
 // report tells the observer what the loop holds.

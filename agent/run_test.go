@@ -27,6 +27,7 @@ type world struct {
 	buf *syncBuffer
 	// extra attributes added to every generated instance block (e.g. a schedule).
 	extra string
+	added map[string]bool // emulator instances created
 }
 
 type syncBuffer struct {
@@ -83,7 +84,13 @@ func (w *world) instances(names ...string) []*Instance {
 	var b strings.Builder
 	fmt.Fprintf(&b, "credentials \"google\" \"default\" { credentials_file = %q }\n", w.sa)
 	for _, n := range names {
-		w.emu.AddCloudSQLInstance("p", n+"-pg", emulator.CloudSQLInstance{})
+		if w.added == nil {
+			w.added = map[string]bool{}
+		}
+		if !w.added[n] {
+			w.emu.AddCloudSQLInstance("p", n+"-pg", emulator.CloudSQLInstance{})
+			w.added[n] = true
+		}
 		fmt.Fprintf(&b, `instance "cloudsql" %q {
   project = "p"
   instance = "%s-pg"
@@ -477,4 +484,36 @@ func TestRunOutageKeepsFilesAndRecovers(t *testing.T) {
 		c, err := w.current("a")
 		return err == nil && c.serial != first.serial
 	})
+}
+
+// TestRunAdoptsFilesFromResetSSL: reset-ssl (another process, here another Agent) writes
+// new files while the daemon runs; the daemon adopts them without an API call of its
+// own, instead of restoring its older copy.
+func TestRunAdoptsFilesFromResetSSL(t *testing.T) {
+	w := newWorld(t, time.Hour)
+	stop := w.run(NewWithInstances(w.instances("a"), Options{Logger: w.log}), RunOptions{})
+	defer stop()
+	eventually(t, 5*time.Second, "files", func() bool { _, err := w.current("a"); return err == nil })
+	before, _ := w.current("a")
+	issued := w.emu.Issued()
+
+	tool := NewWithInstances(w.instances("a"), Options{Logger: w.log, Sleep: func(context.Context, time.Duration) error { return nil }})
+	var lines []string
+	if err := tool.ResetSSL(context.Background(), "a", func(l string) { lines = append(lines, l) }); err != nil {
+		t.Fatalf("ResetSSL: %v (progress %q)", err, lines)
+	}
+	after, _ := w.current("a")
+	if after == nil || after.serial == before.serial {
+		t.Fatal("reset-ssl wrote no new certificate")
+	}
+	eventually(t, 5*time.Second, "the daemon to adopt the new files", func() bool {
+		return strings.Contains(w.buf.String(), "adopted newer files written by another process")
+	})
+	time.Sleep(300 * time.Millisecond)
+	if got := w.emu.Issued() - issued; got != 1 {
+		t.Errorf("%d certificates issued; want only reset-ssl's", got)
+	}
+	if c, _ := w.current("a"); c == nil || c.serial != after.serial {
+		t.Error("the daemon replaced reset-ssl's files")
+	}
 }
