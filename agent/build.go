@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"time"
+
+	"golang.org/x/oauth2"
 
 	"github.com/dbcert-agent/dbcert-agent/agent/cloudsql"
 	"github.com/dbcert-agent/dbcert-agent/agent/gcpauth"
@@ -37,7 +40,8 @@ type BuildOptions struct {
 
 // Build makes the runtime instances of a configuration (see New).
 func Build(ctx context.Context, cfg *config.Config, o BuildOptions) ([]*Instance, error) {
-	b := &builder{ctx: ctx, log: o.Logger, transport: o.Transport, clients: map[*config.GoogleCredentials]clientOrErr{}}
+	b := &builder{ctx: ctx, log: o.Logger, transport: o.Transport, clients: map[*config.GoogleCredentials]clientOrErr{},
+		logins: map[*config.GoogleCredentials]oauth2.TokenSource{}}
 	if b.log == nil {
 		b.log = slog.Default()
 	}
@@ -64,6 +68,7 @@ type builder struct {
 	log       *slog.Logger
 	transport http.RoundTripper
 	clients   map[*config.GoogleCredentials]clientOrErr
+	logins    map[*config.GoogleCredentials]oauth2.TokenSource
 }
 
 func (b *builder) instance(ci *config.Instance) (*Instance, error) {
@@ -96,11 +101,18 @@ func (b *builder) instance(ci *config.Instance) (*Instance, error) {
 			in.Err = err
 			return in, nil
 		}
-		p, err := cloudsql.New(cloudsql.Options{
+		opts := cloudsql.Options{
 			Project: c.Project, Instance: c.Instance,
 			Endpoint: c.APIEndpoint, APIVersion: c.APIVersion,
 			HTTPClient: client,
-		})
+		}
+		if c.IAMAuthn {
+			if opts.LoginToken, err = b.loginTokens(c.Credentials); err != nil {
+				in.Err = err
+				return in, nil
+			}
+		}
+		p, err := cloudsql.New(opts)
 		if err != nil {
 			return nil, err
 		}
@@ -121,6 +133,41 @@ func newHook(ch config.Hook, log *slog.Logger) (Hook, error) {
 	return nil, fmt.Errorf("hook type %q is not supported", ch.Kind)
 }
 
+// loginTokenEarly is how much life a login token must have left to go into a
+// certificate (iam_authn): the certificate lives no longer than the token.
+const loginTokenEarly = 5 * time.Minute
+
+// scopeSQLLogin is the scope of tokens embedded in certificates for IAM database
+// authentication; never the admin token's scope.
+const scopeSQLLogin = "https://www.googleapis.com/auth/sqlservice.login"
+
+// loginTokens returns the sqlservice.login token source of a credentials block, made
+// once.
+func (b *builder) loginTokens(gc *config.GoogleCredentials) (oauth2.TokenSource, error) {
+	if ts, ok := b.logins[gc]; ok {
+		return ts, nil
+	}
+	ts, err := gcpauth.TokenSource(b.ctx, gcpauth.Options{
+		CredentialsFile:           gc.CredentialsFile,
+		ImpersonateServiceAccount: gc.ImpersonateServiceAccount,
+		Scopes:                    []string{scopeSQLLogin},
+		Base:                      b.transport,
+		EarlyRefresh:              loginTokenEarly,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s (sqlservice.login tokens for iam_authn): %w", credName(gc), err)
+	}
+	b.logins[gc] = ts
+	return ts, nil
+}
+
+func credName(gc *config.GoogleCredentials) string {
+	if gc.Name == "" {
+		return "Application Default Credentials"
+	}
+	return fmt.Sprintf("credentials \"google\" %q", gc.Name)
+}
+
 // googleClient returns the HTTP client for a credentials block, made once.
 func (b *builder) googleClient(gc *config.GoogleCredentials) (*http.Client, error) {
 	if c, ok := b.clients[gc]; ok {
@@ -135,11 +182,7 @@ func (b *builder) googleClient(gc *config.GoogleCredentials) (*http.Client, erro
 		Base:                      b.transport,
 	})
 	if err != nil {
-		name := "Application Default Credentials"
-		if gc.Name != "" {
-			name = fmt.Sprintf("credentials \"google\" %q", gc.Name)
-		}
-		err = fmt.Errorf("%s: %w", name, err)
+		err = fmt.Errorf("%s: %w", credName(gc), err)
 	}
 	b.clients[gc] = clientOrErr{c, err}
 	return c, err

@@ -1,9 +1,11 @@
 package agent
 
 import (
+	"crypto"
 	"testing"
 	"time"
 
+	"github.com/dbcert-agent/dbcert-agent/agent/bundle"
 	"github.com/dbcert-agent/dbcert-agent/config"
 )
 
@@ -83,3 +85,6 @@ func TestBackoff(t *testing.T) {
 		})
 	}
 }
+
+// keyForTest makes a key as the agent would for a certificate.
+func (in *Instance) keyForTest() (crypto.Signer, error) { return bundle.NewKey() }

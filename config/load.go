@@ -303,10 +303,6 @@ func (l *loader) cloudSQL(f *fileCloudSQL) *CloudSQL {
 	if strings.Contains(f.Instance, ":") {
 		l.add(errAt(f.InstanceRange, "Invalid instance", fmt.Sprintf("instance must be the instance name only, not a connection name; got %q. Put the project in project.", f.Instance)))
 	}
-	if f.IAMAuthn {
-		l.add(errAt(f.IAMAuthnRange, "iam_authn is not supported yet",
-			"This version cannot embed IAM login tokens in certificates; remove iam_authn or set it to false."))
-	}
 	if f.APIEndpoint != "" {
 		if ep, ok := l.endpoint(f.APIEndpoint, f.APIEndpointRange); ok {
 			c.APIEndpoint = ep
@@ -321,6 +317,10 @@ func (l *loader) cloudSQL(f *fileCloudSQL) *CloudSQL {
 			fmt.Sprintf("api_version must be \"v1beta4\" or \"v1\"; got %q.%s", f.APIVersion, suggest(f.APIVersion, []string{"v1beta4", "v1"}))))
 	}
 	c.Credentials = l.googleRef(f.Credentials, f.CredentialsRange)
+	if f.IAMAuthn && c.Credentials.TokenFile != "" {
+		l.add(errAt(f.IAMAuthnRange, "iam_authn needs credentials that make tokens",
+			fmt.Sprintf("iam_authn embeds a sqlservice.login token with a known expiry in each certificate, but credentials %q use token_file, whose tokens have neither; use credentials_file, impersonation or Application Default Credentials.", c.Credentials.Name)))
+	}
 	return c
 }
 

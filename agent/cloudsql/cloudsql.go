@@ -19,6 +19,7 @@ import (
 
 	"github.com/dbcert-agent/dbcert-agent/agent/bundle"
 	"github.com/dbcert-agent/dbcert-agent/agent/gapi"
+	"golang.org/x/oauth2"
 )
 
 // DefaultEndpoint is the Cloud SQL Admin API root.
@@ -54,6 +55,12 @@ type Options struct {
 	APIVersion string
 	// HTTPClient sends the requests and must add Authorization itself. Required.
 	HTTPClient *http.Client
+	// LoginToken, when set, enables automatic IAM database authentication: before each
+	// certificate request a token is taken from it and sent as access_token, and the
+	// bundle's TokenExpiry is set to that token's expiry. It must be a source of
+	// sqlservice.login-scoped tokens, never the admin token, and should refresh early
+	// enough that a certificate never gets a token with only minutes left.
+	LoginToken oauth2.TokenSource
 }
 
 // Provider fetches Cloud SQL credential material for one instance.
@@ -63,6 +70,7 @@ type Provider struct {
 	root   string // escaped endpoint + version prefix, ending in "/"
 	inst   string // escaped "projects/{p}/instances/{i}"
 	proj   string // escaped "projects/{p}"
+	login  oauth2.TokenSource
 }
 
 // New checks opts and returns a Provider. It makes no network calls.
@@ -87,6 +95,7 @@ func New(opts Options) (*Provider, error) {
 		root:   root,
 		proj:   proj,
 		inst:   proj + "/instances/" + escapeSegment(opts.Instance),
+		login:  opts.LoginToken,
 	}, nil
 }
 
@@ -152,7 +161,8 @@ type sslCert struct {
 }
 
 type ephemeralCertRequest struct {
-	PublicKey string `json:"public_key"` // snake_case: pitfall 1
+	PublicKey   string `json:"public_key"`             // snake_case: pitfall 1
+	AccessToken string `json:"access_token,omitempty"` // login-scoped token, IAM database authentication
 }
 
 type ephemeralCertResponse struct {
@@ -160,7 +170,8 @@ type ephemeralCertResponse struct {
 }
 
 type connectSettings struct {
-	ServerCACert *sslCert `json:"serverCaCert"`
+	ServerCACert    *sslCert `json:"serverCaCert"`
+	DatabaseVersion string   `json:"databaseVersion"`
 }
 
 // Fetch requests a client certificate for key's public half and the instance's server
@@ -179,6 +190,13 @@ func (p *Provider) Fetch(ctx context.Context, key crypto.Signer) (*bundle.Bundle
 	if err != nil {
 		return nil, fmt.Errorf("cloudsql %s: %w", p.target, err)
 	}
+	var login *oauth2.Token
+	if p.login != nil {
+		// Asked before the certificate, so the certificate gets a fresh token's life.
+		if login, err = p.login.Token(); err != nil {
+			return nil, &LoginTokenError{Target: p.target, Err: err}
+		}
+	}
 	var (
 		wg       sync.WaitGroup
 		certResp ephemeralCertResponse
@@ -187,8 +205,11 @@ func (p *Provider) Fetch(ctx context.Context, key crypto.Signer) (*bundle.Bundle
 		caErr    error
 	)
 	wg.Go(func() {
-		req := p.request(http.MethodPost, p.inst+":generateEphemeralCert", CallGenerateEphemeralCert,
-			ephemeralCertRequest{PublicKey: string(pub)})
+		body := ephemeralCertRequest{PublicKey: string(pub)}
+		if login != nil {
+			body.AccessToken = login.AccessToken
+		}
+		req := p.request(http.MethodPost, p.inst+":generateEphemeralCert", CallGenerateEphemeralCert, body)
 		certErr = gapi.Do(ctx, p.client, req, &certResp)
 	})
 	wg.Go(func() {
@@ -199,7 +220,43 @@ func (p *Provider) Fetch(ctx context.Context, key crypto.Signer) (*bundle.Bundle
 	if err := pickError(certErr, caErr); err != nil {
 		return nil, err
 	}
-	return p.assemble(key, certResp, settings)
+	if login != nil && strings.HasPrefix(settings.DatabaseVersion, "SQLSERVER") {
+		return nil, gapi.BadResponse(CallConnectSettings, p.target,
+			fmt.Errorf("IAM database authentication is not supported for SQL Server instances (databaseVersion %s)", settings.DatabaseVersion),
+			"set iam_authn = false for this instance")
+	}
+	b, err := p.assemble(key, certResp, settings)
+	if err != nil {
+		return nil, err
+	}
+	if login != nil {
+		b.TokenExpiry = login.Expiry // the certificate is only as good as the token in it
+	}
+	return b, nil
+}
+
+// LoginTokenError says the IAM login token for a certificate could not be obtained.
+type LoginTokenError struct {
+	Target string
+	Err    error
+}
+
+func (e *LoginTokenError) Error() string {
+	return fmt.Sprintf("getting the sqlservice.login token for %s (iam_authn): %v", e.Target, e.Err)
+}
+func (e *LoginTokenError) Unwrap() error { return e.Err }
+
+// Retryable: token endpoint trouble is retried unless the cause says otherwise.
+func (e *LoginTokenError) Retryable() bool {
+	var r interface{ Retryable() bool }
+	if errors.As(e.Err, &r) {
+		return r.Retryable()
+	}
+	var re *oauth2.RetrieveError
+	if errors.As(e.Err, &re) && re.Response != nil {
+		return re.Response.StatusCode >= 500 || re.Response.StatusCode == http.StatusTooManyRequests
+	}
+	return true
 }
 
 // pickError returns nil when both are nil; else prefers a permanent error, then a.

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -291,7 +292,12 @@ func (e *Emulator) generateEphemeralCert(w http.ResponseWriter, r *http.Request,
 		writeInvalidArgument(w, "invalid", msg)
 		return
 	}
-	cert, err := e.clientCA.sign(clientCertTemplate(now, notAfter), pub)
+	tmpl := clientCertTemplate(now, notAfter)
+	if id := e.loginIdentity(req); id != "" {
+		// IAM database authentication: the certificate carries the IAM identity.
+		tmpl.Subject.CommonName = id
+	}
+	cert, err := e.clientCA.sign(tmpl, pub)
 	if err != nil {
 		writeGoogleError(w, http.StatusInternalServerError, "INTERNAL", "backendError", "Internal error encountered.")
 		return
@@ -320,9 +326,23 @@ func (e *Emulator) ephemeralNotAfter(now time.Time, req *ephemeralRequest) (time
 		if t == nil {
 			return time.Time{}, "Invalid request: access_token is invalid or expired."
 		}
+		if !slices.Contains(t.scopes, ScopeSQLLogin) {
+			return time.Time{}, "Invalid request: access_token must be scoped to " + ScopeSQLLogin + "."
+		}
 		notAfter = minTime(notAfter, t.expiry)
 	}
 	return notAfter, ""
+}
+
+// loginIdentity is the IAM user a login token in the request names ("" without one).
+func (e *Emulator) loginIdentity(req *ephemeralRequest) string {
+	if req.AccessToken == "" {
+		return ""
+	}
+	if t := e.lookupToken(req.AccessToken); t != nil {
+		return t.subject
+	}
+	return ""
 }
 
 func minTime(a, b time.Time) time.Time {

@@ -105,6 +105,11 @@ type Options struct {
 	// timeouts. The GCE metadata server is always reached with the metadata
 	// library's own client.
 	Base http.RoundTripper
+
+	// EarlyRefresh replaces a cached token when less than this is left of it (default:
+	// the oauth2 library's 10 s). IAM database authentication uses 5 minutes, so a
+	// certificate never embeds a token about to expire. Token files are not affected.
+	EarlyRefresh time.Duration
 }
 
 // TokenSource returns a token source for o. Tokens are cached and refreshed
@@ -167,9 +172,9 @@ func build(ctx context.Context, o Options) (oauth2.TokenSource, string, error) {
 	case o.TokenFile != "":
 		ts = newFileTokenSource(o.TokenFile)
 	case o.CredentialsFile != "":
-		ts, quota, err = fromCredentialsFile(tctx, o.CredentialsFile, baseScopes)
+		ts, quota, err = fromCredentialsFile(tctx, o.CredentialsFile, baseScopes, o.EarlyRefresh)
 	default:
-		ts, quota, err = fromADC(tctx, baseScopes)
+		ts, quota, err = fromADC(tctx, baseScopes, o.EarlyRefresh)
 	}
 	if err != nil {
 		return nil, "", err
@@ -229,19 +234,19 @@ type jsonHeader struct {
 	QuotaProjectID string `json:"quota_project_id"`
 }
 
-func fromCredentialsFile(ctx context.Context, path string, scopes []string) (oauth2.TokenSource, string, error) {
+func fromCredentialsFile(ctx context.Context, path string, scopes []string, early time.Duration) (oauth2.TokenSource, string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, "", fmt.Errorf("google credentials_file: %w", err)
 	}
-	ts, quota, err := fromJSON(ctx, b, scopes)
+	ts, quota, err := fromJSON(ctx, b, scopes, early)
 	if err != nil {
 		return nil, "", fmt.Errorf("google credentials_file %s: %w", path, err)
 	}
 	return &annotatedSource{src: ts, prefix: "getting a token with credentials_file " + path}, quota, nil
 }
 
-func fromJSON(ctx context.Context, b []byte, scopes []string) (oauth2.TokenSource, string, error) {
+func fromJSON(ctx context.Context, b []byte, scopes []string, early time.Duration) (oauth2.TokenSource, string, error) {
 	var h jsonHeader
 	if err := json.Unmarshal(b, &h); err != nil {
 		// json errors quote at most a character, never the file's content.
@@ -258,14 +263,14 @@ func fromJSON(ctx context.Context, b []byte, scopes []string) (oauth2.TokenSourc
 	if err != nil {
 		return nil, "", fmt.Errorf("loading %s credentials: %w", h.Type, err)
 	}
-	return creds.TokenSource, h.QuotaProjectID, nil
+	return withEarlyRefresh(creds.TokenSource, early), h.QuotaProjectID, nil
 }
 
 // findDefaultCredentials is replaced in tests.
 var findDefaultCredentials = google.FindDefaultCredentialsWithParams
 
-func fromADC(ctx context.Context, scopes []string) (oauth2.TokenSource, string, error) {
-	creds, err := findDefaultCredentials(ctx, google.CredentialsParams{Scopes: scopes})
+func fromADC(ctx context.Context, scopes []string, early time.Duration) (oauth2.TokenSource, string, error) {
+	creds, err := findDefaultCredentials(ctx, google.CredentialsParams{Scopes: scopes, EarlyTokenRefresh: early})
 	if err != nil {
 		if strings.Contains(err.Error(), "could not find default credentials") {
 			return nil, "", ErrNoCredentials
@@ -282,7 +287,7 @@ func fromADC(ctx context.Context, scopes []string) (oauth2.TokenSource, string, 
 			host = "169.254.169.254"
 		}
 		prefix := "getting a token from the GCE metadata server at " + host + " (not on Google Cloud? set credentials_file or token_file)"
-		return &annotatedSource{src: creds.TokenSource, prefix: prefix}, "", nil
+		return &annotatedSource{src: withEarlyRefresh(creds.TokenSource, early), prefix: prefix}, "", nil
 	}
 	where := "the gcloud application default credentials file"
 	if v := os.Getenv("GOOGLE_APPLICATION_CREDENTIALS"); v != "" {
@@ -290,7 +295,7 @@ func fromADC(ctx context.Context, scopes []string) (oauth2.TokenSource, string, 
 	}
 	var h jsonHeader
 	_ = json.Unmarshal(creds.JSON, &h)
-	return &annotatedSource{src: creds.TokenSource, prefix: "getting a token with " + where}, h.QuotaProjectID, nil
+	return &annotatedSource{src: withEarlyRefresh(creds.TokenSource, early), prefix: "getting a token with " + where}, h.QuotaProjectID, nil
 }
 
 // annotatedSource prefixes token errors with where the token came from.
@@ -362,4 +367,14 @@ func isLoopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// withEarlyRefresh makes ts replace its cached token when less than early is left.
+// The credentials' sources are oauth2 reuse sources, whose margin this sets in place
+// (so no second cache hands out the same short-lived token); 0 keeps the default.
+func withEarlyRefresh(ts oauth2.TokenSource, early time.Duration) oauth2.TokenSource {
+	if early <= 0 {
+		return ts
+	}
+	return oauth2.ReuseTokenSourceWithExpiry(nil, ts, early)
 }

@@ -1,3 +1,7 @@
+credentials "google" "default" {
+  token_file = "/run/secrets/gcp-token"
+}
+
 instance "cloudsql" "orders" {
   project   = "my-proj"
   instance  = "orders-pg"
