@@ -888,3 +888,48 @@ func TestResetSSL(t *testing.T) {
 		}
 	})
 }
+
+// TestAlloyDBWithPsql: PostgreSQL trusting only the emulator's AlloyDB client root CA
+// accepts psql with the agent's cert.pem (leaf + intermediate, in that order) and key,
+// and psql verifies the server with the agent's ca.pem.
+func TestAlloyDBWithPsql(t *testing.T) {
+	e := newEnv(t, emulator.Options{})
+	const loc, cluster = "us-central1", "analytics"
+	e.emu.AddAlloyDBCluster(project, loc, cluster)
+	srvCert, srvKey, err := e.emu.AlloyDBServerCert(project, loc, cluster, []string{"127.0.0.1", "localhost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg := pgtest.Start(t, pgtest.Options{ServerCertPEM: srvCert, ServerKeyPEM: srvKey,
+		ClientCAPEM: e.emu.AlloyDBClientRootPEM(project, loc, cluster)})
+	out := filepath.Join(e.dir, "out")
+	cfg := e.config(fmt.Sprintf(`
+instance "alloydb" "analytics" {
+  project       = %q
+  location      = %q
+  cluster       = %q
+  cert_duration = "1h"
+  api_endpoint  = %q
+  sink "file" { dir = %q }
+}
+`, project, loc, cluster, e.emu.URL(), out))
+	if r := runAgent(t, "once", "-config", cfg); r.code != 0 {
+		t.Fatalf("once exited %d:\n%s", r.code, r.stderr)
+	}
+	chain, _ := os.ReadFile(filepath.Join(out, "cert.pem"))
+	if n := strings.Count(string(chain), "BEGIN CERTIFICATE"); n != 2 {
+		t.Errorf("cert.pem holds %d certificates, want leaf + intermediate", n)
+	}
+	conn := fmt.Sprintf("sslmode=verify-ca sslcert=%s sslkey=%s sslrootcert=%s",
+		filepath.Join(out, "cert.pem"), filepath.Join(out, "key.pem"), filepath.Join(out, "ca.pem"))
+	if o, err := pg.Psql(context.Background(), conn, "select 'alloydb-ok'", ""); err != nil || !strings.Contains(o, "alloydb-ok") {
+		t.Fatalf("psql failed: %v\n%s\nserver log:\n%s", err, o, pg.Logs())
+	}
+	// Without the intermediate the server cannot build the chain to the root it trusts.
+	leafOnly := filepath.Join(e.dir, "leaf.pem")
+	end := strings.Index(string(chain), "-----END CERTIFICATE-----") + len("-----END CERTIFICATE-----\n")
+	os.WriteFile(leafOnly, chain[:end], 0o644)
+	if o, err := pg.Psql(context.Background(), strings.Replace(conn, filepath.Join(out, "cert.pem"), leafOnly, 1), "select 1", ""); err == nil {
+		t.Errorf("psql with the leaf alone succeeded; the test does not prove chain order:\n%s", o)
+	}
+}

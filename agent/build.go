@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/dbcert-agent/dbcert-agent/agent/alloydb"
 	"github.com/dbcert-agent/dbcert-agent/agent/cloudsql"
 	"github.com/dbcert-agent/dbcert-agent/agent/gcpauth"
 	"github.com/dbcert-agent/dbcert-agent/agent/hook"
@@ -113,6 +114,23 @@ func (b *builder) instance(ci *config.Instance) (*Instance, error) {
 			}
 		}
 		p, err := cloudsql.New(opts)
+		if err != nil {
+			return nil, err
+		}
+		in.Provider = p
+	case config.TypeAlloyDB:
+		in.NeedsKey = true
+		c := ci.AlloyDB
+		client, err := b.googleClient(c.Credentials)
+		if err != nil {
+			in.Err = err
+			return in, nil
+		}
+		p, err := alloydb.New(alloydb.Options{
+			Project: c.Project, Location: c.Location, Cluster: c.Cluster,
+			Endpoint: c.APIEndpoint, APIVersion: c.APIVersion, CertDuration: c.CertDuration,
+			HTTPClient: client,
+		})
 		if err != nil {
 			return nil, err
 		}

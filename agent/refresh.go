@@ -70,8 +70,18 @@ func (a *Agent) fetch(ctx context.Context, in *Instance, prev *bundle.Bundle, lo
 	if in.Err != nil {
 		return nil, in.Err
 	}
+	// One key for the whole refresh: retries of the same request use the same key (and
+	// so AlloyDB reuses its requestId and the server can deduplicate).
+	var key crypto.Signer
+	if in.NeedsKey {
+		k, err := bundle.NewKey()
+		if err != nil {
+			return nil, fmt.Errorf("generating a private key: %w", err)
+		}
+		key = k
+	}
 	for attempt := 0; ; attempt++ {
-		b, err := a.fetchOnce(ctx, in)
+		b, err := a.fetchWith(ctx, in, key)
 		if err == nil {
 			return b, nil
 		}
@@ -95,18 +105,6 @@ func (a *Agent) fetch(ctx context.Context, in *Instance, prev *bundle.Bundle, lo
 			return nil, fmt.Errorf("gave up: %w", err)
 		}
 	}
-}
-
-func (a *Agent) fetchOnce(ctx context.Context, in *Instance) (*bundle.Bundle, error) {
-	var key crypto.Signer
-	if in.NeedsKey {
-		k, err := bundle.NewKey()
-		if err != nil {
-			return nil, fmt.Errorf("generating a private key: %w", err)
-		}
-		key = k
-	}
-	return a.fetchWith(ctx, in, key)
 }
 
 // fetchWith makes one Fetch with the given key and verifies the result.

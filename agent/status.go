@@ -45,7 +45,7 @@ type InstanceStatus struct {
 func Status(cfg *config.Config, now time.Time) ([]InstanceStatus, error) {
 	out := make([]InstanceStatus, 0, len(cfg.Instances))
 	for _, ci := range cfg.Instances {
-		in := &Instance{Name: ci.Name, Renewal: ci.Renewal, NeedsKey: ci.Type == config.TypeCloudSQL}
+		in := &Instance{Name: ci.Name, Renewal: ci.Renewal, NeedsKey: ci.Type == config.TypeCloudSQL || ci.Type == config.TypeAlloyDB}
 		st := InstanceStatus{Instance: ci.Name, Type: ci.Type}
 		for i, cs := range ci.Sinks {
 			s, err := sinks.NewFile(sinks.FileOptions{Dir: cs.Dir, Layout: cs.Layout, UID: cs.UID, GID: cs.GID, KeyMode: cs.KeyMode})

@@ -26,6 +26,8 @@ const EnvPath = "DBCERT_AGENT_CONFIG"
 const (
 	DefaultCloudSQLEndpoint = "https://sqladmin.googleapis.com/"
 	DefaultCloudSQLVersion  = "v1beta4"
+	DefaultAlloyDBEndpoint  = "https://alloydb.googleapis.com/"
+	DefaultAlloyDBVersion   = "v1beta"
 	DefaultRenewFraction    = 1.0 / 3
 	DefaultHookTimeout      = 30 * time.Second
 	DefaultKeyMode          = os.FileMode(0o600)
@@ -50,6 +52,7 @@ type Agent struct {
 // Provider types an instance block may name.
 const (
 	TypeCloudSQL = "cloudsql"
+	TypeAlloyDB  = "alloydb"
 )
 
 // Instance is one database instance whose credentials the agent keeps on disk.
@@ -59,6 +62,8 @@ type Instance struct {
 
 	// CloudSQL is set when Type is TypeCloudSQL.
 	CloudSQL *CloudSQL
+	// AlloyDB is set when Type is TypeAlloyDB.
+	AlloyDB *AlloyDB
 
 	Renewal  Renewal
 	Schedule *Schedule // nil when no schedule is set
@@ -75,6 +80,17 @@ type CloudSQL struct {
 	IAMAuthn    bool
 	APIEndpoint string // default DefaultCloudSQLEndpoint, always ends in "/"
 	APIVersion  string // "v1beta4" (default) | "v1"
+}
+
+// AlloyDB selects an AlloyDB cluster and how to reach its Admin API.
+type AlloyDB struct {
+	Project      string
+	Location     string
+	Cluster      string
+	Credentials  *GoogleCredentials // never nil: ADC when no block is named or found
+	CertDuration time.Duration      // hint to the API, 1h..24h; 0 = not sent
+	APIEndpoint  string             // default DefaultAlloyDBEndpoint, always ends in "/"
+	APIVersion   string             // "v1beta" (default) | "v1" | "v1alpha"
 }
 
 // GoogleCredentials selects how Google API tokens are obtained. The zero value (Name

@@ -262,3 +262,33 @@ func TestLevenshteinSuggest(t *testing.T) {
 		t.Errorf("suggest far = %q", got)
 	}
 }
+
+func TestAlloyDB(t *testing.T) {
+	src := `
+instance "alloydb" "analytics" {
+  project       = "my-proj"
+  location      = "us-central1"
+  cluster       = "analytics"
+  cert_duration = "2h"
+  api_version   = "v1"
+  sink "file" { dir = "/a" }
+}
+instance "alloydb" "defaults" {
+  project  = "p"
+  location = "l"
+  cluster  = "c"
+  sink "file" { dir = "/b" }
+}`
+	cfg, err := Parse("agent.hcl", []byte(src), testOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := cfg.Instance("analytics").AlloyDB
+	if a.Project != "my-proj" || a.Location != "us-central1" || a.Cluster != "analytics" || a.CertDuration != 2*time.Hour || a.APIVersion != "v1" {
+		t.Errorf("alloydb = %+v", a)
+	}
+	d := cfg.Instance("defaults").AlloyDB
+	if d.APIEndpoint != DefaultAlloyDBEndpoint || d.APIVersion != "v1beta" || d.CertDuration != 0 || *d.Credentials != (GoogleCredentials{}) {
+		t.Errorf("defaults = %+v", d)
+	}
+}

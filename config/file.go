@@ -89,6 +89,26 @@ type fileCloudSQL struct {
 	Remain hcl.Body `hcl:",remain"` // the common part, decoded separately
 }
 
+type fileAlloyDB struct {
+	Project      string `hcl:"project"`
+	Location     string `hcl:"location"`
+	Cluster      string `hcl:"cluster"`
+	Credentials  string `hcl:"credentials,optional"`
+	CertDuration string `hcl:"cert_duration,optional"`
+	APIEndpoint  string `hcl:"api_endpoint,optional"`
+	APIVersion   string `hcl:"api_version,optional"`
+
+	ProjectRange      hcl.Range `hcl:"project,attr_value_range"`
+	LocationRange     hcl.Range `hcl:"location,attr_value_range"`
+	ClusterRange      hcl.Range `hcl:"cluster,attr_value_range"`
+	CredentialsRange  hcl.Range `hcl:"credentials,attr_value_range"`
+	CertDurationRange hcl.Range `hcl:"cert_duration,attr_value_range"`
+	APIEndpointRange  hcl.Range `hcl:"api_endpoint,attr_value_range"`
+	APIVersionRange   hcl.Range `hcl:"api_version,attr_value_range"`
+
+	Remain hcl.Body `hcl:",remain"` // the common part, decoded separately
+}
+
 type fileFileSink struct {
 	Dir    string `hcl:"dir"`
 	Layout string `hcl:"layout,optional"`

@@ -223,7 +223,7 @@ func (l *loader) path(p string) string {
 	return filepath.Join(l.baseDir, p)
 }
 
-var instanceTypes = []string{TypeCloudSQL}
+var instanceTypes = []string{TypeCloudSQL, TypeAlloyDB}
 
 func (l *loader) instance(b fileLabelled2, sinkDirs map[string]hcl.Range) *Instance {
 	if !nameRE.MatchString(b.Name) {
@@ -235,6 +235,8 @@ func (l *loader) instance(b fileLabelled2, sinkDirs map[string]hcl.Range) *Insta
 	switch b.Type {
 	case TypeCloudSQL:
 		typed = &fileCloudSQL{}
+	case TypeAlloyDB:
+		typed = &fileAlloyDB{}
 	default:
 		l.add(errAt(b.TypeRange, "Unsupported instance type",
 			fmt.Sprintf("Instance type %q is not supported by this version; supported: %s.%s", b.Type, strings.Join(instanceTypes, ", "), suggest(b.Type, instanceTypes))))
@@ -250,6 +252,8 @@ func (l *loader) instance(b fileLabelled2, sinkDirs map[string]hcl.Range) *Insta
 	switch t := typed.(type) {
 	case *fileCloudSQL:
 		in.CloudSQL = l.cloudSQL(t)
+	case *fileAlloyDB:
+		in.AlloyDB = l.alloyDB(t)
 	}
 	l.renewal(&in.Renewal, common)
 	if common.Schedule != "" {
@@ -322,6 +326,51 @@ func (l *loader) cloudSQL(f *fileCloudSQL) *CloudSQL {
 			fmt.Sprintf("iam_authn embeds a sqlservice.login token with a known expiry in each certificate, but credentials %q use token_file, whose tokens have neither; use credentials_file, impersonation or Application Default Credentials.", c.Credentials.Name)))
 	}
 	return c
+}
+
+func (l *loader) alloyDB(f *fileAlloyDB) *AlloyDB {
+	a := &AlloyDB{
+		Project:     f.Project,
+		Location:    f.Location,
+		Cluster:     f.Cluster,
+		APIEndpoint: DefaultAlloyDBEndpoint,
+		APIVersion:  DefaultAlloyDBVersion,
+	}
+	l.nonEmpty(f.Project, f.ProjectRange, "project", "the Google Cloud project ID, such as \"my-proj\"")
+	l.nonEmpty(f.Location, f.LocationRange, "location", "the cluster's region, such as \"us-central1\"")
+	l.nonEmpty(f.Cluster, f.ClusterRange, "cluster", "the AlloyDB cluster name")
+	for _, v := range []struct {
+		val  string
+		rng  hcl.Range
+		name string
+	}{{f.Project, f.ProjectRange, "project"}, {f.Location, f.LocationRange, "location"}, {f.Cluster, f.ClusterRange, "cluster"}} {
+		if strings.ContainsAny(v.val, "/:") {
+			l.add(errAt(v.rng, "Invalid "+v.name, fmt.Sprintf("%s must be a plain name, not a path or connection name; got %q.", v.name, v.val)))
+		}
+	}
+	if f.CertDuration != "" {
+		d, err := time.ParseDuration(f.CertDuration)
+		if err != nil || d < time.Hour || d > 24*time.Hour {
+			l.add(errAt(f.CertDurationRange, "Invalid cert_duration",
+				fmt.Sprintf("cert_duration is a hint to the AlloyDB API between 1h and 24h; got %q.", f.CertDuration)))
+		}
+		a.CertDuration = d
+	}
+	if f.APIEndpoint != "" {
+		if ep, ok := l.endpoint(f.APIEndpoint, f.APIEndpointRange); ok {
+			a.APIEndpoint = ep
+		}
+	}
+	switch f.APIVersion {
+	case "":
+	case "v1beta", "v1", "v1alpha":
+		a.APIVersion = f.APIVersion
+	default:
+		l.add(errAt(f.APIVersionRange, "Invalid api_version",
+			fmt.Sprintf("api_version must be \"v1beta\", \"v1\" or \"v1alpha\"; got %q.%s", f.APIVersion, suggest(f.APIVersion, []string{"v1beta", "v1", "v1alpha"}))))
+	}
+	a.Credentials = l.googleRef(f.Credentials, f.CredentialsRange)
+	return a
 }
 
 // googleRef resolves an instance's credentials attribute. Unset means the block named
