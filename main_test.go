@@ -509,7 +509,8 @@ func TestDev(t *testing.T) {
 		// Two certificates for "orders" prove the daemon renews as certificates age.
 		if strings.Count(string(hooks), "renewed orders ") >= 2 {
 			for _, f := range []string{"out/orders/cert.pem", "out/orders/key.pem", "out/orders/ca.pem",
-				"out/billing/postgresql.crt", "out/billing/postgresql.key", "out/billing/root.crt"} {
+				"out/billing/postgresql.crt", "out/billing/postgresql.key", "out/billing/root.crt",
+				"out/analytics/cert.pem", "out/analytics/key.pem", "out/analytics/ca.pem"} {
 				if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
 					t.Errorf("dev did not write %s: %v", f, err)
 				}

@@ -70,7 +70,11 @@ func Dev(ctx context.Context, o DevOptions) error {
 	for _, in := range instances {
 		emu.AddCloudSQLInstance("dev-proj", in.Instance, emulator.CloudSQLInstance{})
 	}
-	cfgPath, err := writeDevFiles(dir, emu, instances, o.Instances <= 10)
+	small := o.Instances <= 10 // small setups also show the other providers, and hooks
+	if small {
+		emu.AddAlloyDBCluster("dev-proj", "us-central1", "analytics")
+	}
+	cfgPath, err := writeDevFiles(dir, emu, instances, small)
 	if err != nil {
 		return fmt.Errorf("dev: %w", err)
 	}
@@ -95,7 +99,7 @@ func Dev(ctx context.Context, o DevOptions) error {
 		}
 		return Build(ctx, c, BuildOptions{Logger: o.Logger})
 	}
-	fmt.Fprintf(o.Out, `dbcert-agent dev: emulator of the Cloud SQL Admin API and Google OAuth on %s
+	fmt.Fprintf(o.Out, `dbcert-agent dev: emulator of the Cloud SQL and AlloyDB Admin APIs and Google OAuth on %s
   config:   %s   (edit it: the agent reloads on save)
   files:    %s
   hook log: %s
@@ -137,7 +141,22 @@ instance "cloudsql" "{{.Name}}" {
   }
 {{- end}}
 }
-{{end}}`))
+{{end}}
+{{- if .Hooks}}
+instance "alloydb" "analytics" {
+  project      = "dev-proj"
+  location     = "us-central1"
+  cluster      = "analytics"
+  api_endpoint = "{{.URL}}"
+  sink "file" {
+    dir = "out/analytics"
+  }
+  hook "exec" {
+    command = ["/bin/sh", "-c", "echo \"$(date -u +%FT%TZ) $DBCERT_EVENT $DBCERT_INSTANCE $DBCERT_CERT_FILE until $DBCERT_NOT_AFTER\" >> {{.HookLog}}"]
+  }
+}
+{{- end}}
+`))
 
 // writeDevFiles writes sa.json and agent.hcl into dir and returns the config path.
 func writeDevFiles(dir string, emu *emulator.Emulator, instances []devInstance, hooks bool) (string, error) {
