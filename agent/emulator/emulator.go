@@ -154,13 +154,14 @@ func (e *Emulator) SetURL(root string) {
 
 // Close stops a started emulator, closing open connections. It is safe to call twice.
 func (e *Emulator) Close() error {
+	herr := e.CloseHuawei() // the separate download ("OBS") listener, if started
 	e.mu.Lock()
 	srv := e.srv
 	e.mu.Unlock()
 	if srv == nil {
-		return nil
+		return herr
 	}
-	return srv.Close()
+	return errors.Join(srv.Close(), herr)
 }
 
 // Requests returns a copy of every request received so far, in order.

@@ -104,6 +104,8 @@ func applyFault(w http.ResponseWriter, r *http.Request, f *Fault) bool {
 		w.Header().Set("Content-Type", "text/html; charset=UTF-8")
 		w.WriteHeader(status)
 		_, _ = w.Write([]byte(garbageBody))
+	case isHuaweiPath(r.URL.Path):
+		writeHuaweiDefaultError(w, r, status)
 	case r.URL.Path == "/token":
 		writeOAuthError(w, status, oauthErrorCode(status), http.StatusText(status))
 	default:
