@@ -510,7 +510,7 @@ func TestDev(t *testing.T) {
 		if strings.Count(string(hooks), "renewed orders ") >= 2 {
 			for _, f := range []string{"out/orders/cert.pem", "out/orders/key.pem", "out/orders/ca.pem",
 				"out/billing/postgresql.crt", "out/billing/postgresql.key", "out/billing/root.crt",
-				"out/analytics/cert.pem", "out/analytics/key.pem", "out/analytics/ca.pem"} {
+				"out/analytics/cert.pem", "out/analytics/key.pem", "out/analytics/ca.pem", "out/cache/ca.pem"} {
 				if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
 					t.Errorf("dev did not write %s: %v", f, err)
 				}
@@ -932,5 +932,143 @@ instance "alloydb" "analytics" {
 	os.WriteFile(leafOnly, chain[:end], 0o644)
 	if o, err := pg.Psql(context.Background(), strings.Replace(conn, filepath.Join(out, "cert.pem"), leafOnly, 1), "select 1", ""); err == nil {
 		t.Errorf("psql with the leaf alone succeeded; the test does not prove chain order:\n%s", o)
+	}
+}
+
+// startRedisTLS starts a throwaway redis-server with TLS on a free loopback port, using
+// the given server certificate; it skips when redis-server is missing (fails under
+// DBCERT_E2E=require).
+func startRedisTLS(t *testing.T, certPEM, keyPEM, caPEM []byte) int {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv("DBCERT_E2E") == "require" {
+			t.Fatal("redis-server is not installed (DBCERT_E2E=require)")
+		}
+		t.Skip("redis-server is not installed")
+	}
+	if _, err := exec.LookPath("redis-cli"); err != nil {
+		t.Fatal("redis-server without redis-cli")
+	}
+	dir := t.TempDir()
+	for name, data := range map[string][]byte{"server.crt": certPEM, "server.key": keyPEM, "ca.crt": caPEM} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	port := freePort(t)
+	cmd := exec.Command(bin, "--port", "0", "--tls-port", fmt.Sprint(port), "--bind", "127.0.0.1",
+		"--tls-cert-file", filepath.Join(dir, "server.crt"), "--tls-key-file", filepath.Join(dir, "server.key"),
+		"--tls-ca-cert-file", filepath.Join(dir, "ca.crt"), "--tls-auth-clients", "no",
+		"--dir", dir, "--save", "", "--appendonly", "no", "--daemonize", "no")
+	var logs lockedBuffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+			c.Close()
+			return port
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("redis-server did not listen within 10s:\n%s", logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func redisPing(port int, caFile string) (string, error) {
+	out, err := exec.Command("redis-cli", "--tls", "--cacert", caFile, "-h", "127.0.0.1", "-p", fmt.Sprint(port), "ping").CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+// TestGeminiDBWithRedis: the agent downloads a GeminiDB CA (IAM password token from the
+// emulator's IAM; the download link on a separate host, without auth headers) and a
+// real redis-server with a certificate from that CA accepts redis-cli verifying with the
+// agent's ca.pem. The hook fires when the CA rotates, not when it is unchanged.
+func TestGeminiDBWithRedis(t *testing.T) {
+	e := newEnv(t, emulator.Options{})
+	const projID, instID = "0123456789abcdef0123456789abcdef", "a1b2c3d4e5f64a7b8c9d0e1f2a3b4c5din06"
+	e.emu.AddGeminiDBInstance(projID, instID)
+	e.emu.AddHuaweiUser("acct", "ops", "correct horse")
+	pw := filepath.Join(e.dir, "hw-password")
+	os.WriteFile(pw, []byte("correct horse\n"), 0o600)
+	srvCert, srvKey, err := e.emu.GeminiDBServerCert(projID, instID, []string{"127.0.0.1", "localhost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := startRedisTLS(t, srvCert, srvKey, e.emu.GeminiDBCAPEM(projID, instID))
+	out := filepath.Join(e.dir, "geminidb")
+	hooks := filepath.Join(e.dir, "hook")
+	cfg := e.config(fmt.Sprintf(`
+credentials "huaweicloud" "default" {
+  region        = "cn-north-4"
+  iam_endpoint  = %q
+  user_name     = "ops"
+  password_file = %q
+  domain_name   = "acct"
+  project_id    = %q
+}
+
+instance "geminidb" "cache" {
+  project_id   = %q
+  instance_id  = %q
+  api_endpoint = %q
+  sink "file" { dir = %q }
+  hook "exec" {
+    command = ["/bin/sh", "-c", "env | grep ^DBCERT_ | sort > %s.$(date +%%s%%N)"]
+  }
+}
+`, e.emu.URL(), pw, projID, projID, instID, e.emu.URL(), out, hooks))
+	if r := runAgent(t, "once", "-config", cfg); r.code != 0 {
+		t.Fatalf("once exited %d:\n%s", r.code, r.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(out, "cert.pem")); err == nil {
+		t.Error("a CA-only instance wrote cert.pem")
+	}
+	if o, err := redisPing(port, filepath.Join(out, "ca.pem")); err != nil || o != "PONG" {
+		t.Fatalf("redis-cli with the agent's ca.pem: %v %s", err, o)
+	}
+	runs := hookRuns(t, hooks)
+	if len(runs) != 1 {
+		t.Fatalf("hook ran %d times, want 1", len(runs))
+	}
+	if data, _ := os.ReadFile(runs[0]); !strings.Contains(string(data), "DBCERT_EVENT=ca-changed") || !strings.Contains(string(data), "DBCERT_CA_FILE="+filepath.Join(out, "ca.pem")) {
+		t.Errorf("hook env:\n%s", data)
+	}
+	for _, r := range e.emu.Requests() {
+		if strings.HasPrefix(r.Path, "/nosql-certs/") {
+			for _, h := range []string{"Authorization", "X-Auth-Token", "X-Sdk-Date"} {
+				if r.Header.Get(h) != "" {
+					t.Errorf("the CA download carried %s", h)
+				}
+			}
+		}
+	}
+
+	// Unchanged CA: downloaded again, but no hook.
+	if r := runAgent(t, "once", "-config", cfg, "-force"); r.code != 0 {
+		t.Fatalf("once -force exited %d:\n%s", r.code, r.stderr)
+	}
+	if n := len(hookRuns(t, hooks)); n != 1 {
+		t.Errorf("hook ran %d times after an unchanged download, want 1", n)
+	}
+	// Rotated CA: the hook fires, ca.pem holds the new CA.
+	e.emu.RotateGeminiDBCA(projID, instID)
+	if r := runAgent(t, "once", "-config", cfg, "-force"); r.code != 0 {
+		t.Fatalf("once -force exited %d:\n%s", r.code, r.stderr)
+	}
+	if n := len(hookRuns(t, hooks)); n != 2 {
+		t.Errorf("hook ran %d times after a CA rotation, want 2", n)
+	}
+	got, _ := os.ReadFile(filepath.Join(out, "ca.pem"))
+	if !strings.Contains(string(got), strings.TrimSpace(string(e.emu.GeminiDBCAPEM(projID, instID)))) {
+		t.Error("ca.pem does not hold the rotated CA")
 	}
 }

@@ -12,7 +12,9 @@ import (
 	"github.com/dbcert-agent/dbcert-agent/agent/alloydb"
 	"github.com/dbcert-agent/dbcert-agent/agent/cloudsql"
 	"github.com/dbcert-agent/dbcert-agent/agent/gcpauth"
+	"github.com/dbcert-agent/dbcert-agent/agent/geminidb"
 	"github.com/dbcert-agent/dbcert-agent/agent/hook"
+	"github.com/dbcert-agent/dbcert-agent/agent/huaweiauth"
 	"github.com/dbcert-agent/dbcert-agent/config"
 	"github.com/dbcert-agent/dbcert-agent/sinks"
 )
@@ -42,7 +44,8 @@ type BuildOptions struct {
 // Build makes the runtime instances of a configuration (see New).
 func Build(ctx context.Context, cfg *config.Config, o BuildOptions) ([]*Instance, error) {
 	b := &builder{ctx: ctx, log: o.Logger, transport: o.Transport, clients: map[*config.GoogleCredentials]clientOrErr{},
-		logins: map[*config.GoogleCredentials]oauth2.TokenSource{}}
+		logins: map[*config.GoogleCredentials]oauth2.TokenSource{},
+		huawei: map[*config.HuaweiCredentials]clientOrErr{}}
 	if b.log == nil {
 		b.log = slog.Default()
 	}
@@ -70,6 +73,7 @@ type builder struct {
 	transport http.RoundTripper
 	clients   map[*config.GoogleCredentials]clientOrErr
 	logins    map[*config.GoogleCredentials]oauth2.TokenSource
+	huawei    map[*config.HuaweiCredentials]clientOrErr
 }
 
 func (b *builder) instance(ci *config.Instance) (*Instance, error) {
@@ -135,10 +139,47 @@ func (b *builder) instance(ci *config.Instance) (*Instance, error) {
 			return nil, err
 		}
 		in.Provider = p
+	case config.TypeGeminiDB:
+		c := ci.GeminiDB
+		client, err := b.huaweiClient(c.Credentials)
+		if err != nil {
+			in.Err = err
+			return in, nil
+		}
+		p, err := geminidb.New(geminidb.Options{
+			ProjectID: c.ProjectID, InstanceID: c.InstanceID,
+			Endpoint: c.APIEndpoint, Region: c.Credentials.Region, HTTPClient: client,
+		})
+		if err != nil {
+			return nil, err
+		}
+		in.Provider = p
 	default:
 		return nil, fmt.Errorf("instance type %q is not supported", ci.Type)
 	}
 	return in, nil
+}
+
+// huaweiClient returns the authenticated HTTP client of a huaweicloud credentials
+// block, made once.
+func (b *builder) huaweiClient(hc *config.HuaweiCredentials) (*http.Client, error) {
+	if c, ok := b.huawei[hc]; ok {
+		return c.c, c.err
+	}
+	tr, err := huaweiauth.NewTransport(huaweiauth.Options{
+		Region: hc.Region, IAMEndpoint: hc.IAMEndpoint, TokenFile: hc.TokenFile,
+		UserName: hc.UserName, PasswordFile: hc.PasswordFile, Password: hc.Password.Reveal(), DomainName: hc.DomainName,
+		ProjectID: hc.ProjectID, AccessKey: hc.AccessKey, SecretKeyFile: hc.SecretKeyFile, SecretKey: hc.SecretKey.Reveal(),
+		Base: b.transport,
+	})
+	var c *http.Client
+	if err != nil {
+		err = fmt.Errorf("credentials \"huaweicloud\" %q: %w", hc.Name, err)
+	} else {
+		c = &http.Client{Transport: tr, Timeout: time.Minute}
+	}
+	b.huawei[hc] = clientOrErr{c, err}
+	return c, err
 }
 
 func newHook(ch config.Hook, log *slog.Logger) (Hook, error) {

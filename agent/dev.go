@@ -73,6 +73,8 @@ func Dev(ctx context.Context, o DevOptions) error {
 	small := o.Instances <= 10 // small setups also show the other providers, and hooks
 	if small {
 		emu.AddAlloyDBCluster("dev-proj", "us-central1", "analytics")
+		emu.AddGeminiDBInstance(devHuaweiProject, devGeminiInstance)
+		emu.AddHuaweiUser("dev-account", "dev-user", devHuaweiPassword)
 	}
 	cfgPath, err := writeDevFiles(dir, emu, instances, small)
 	if err != nil {
@@ -99,7 +101,7 @@ func Dev(ctx context.Context, o DevOptions) error {
 		}
 		return Build(ctx, c, BuildOptions{Logger: o.Logger})
 	}
-	fmt.Fprintf(o.Out, `dbcert-agent dev: emulator of the Cloud SQL and AlloyDB Admin APIs and Google OAuth on %s
+	fmt.Fprintf(o.Out, `dbcert-agent dev: emulator of Cloud SQL, AlloyDB, GeminiDB, Google OAuth and Huawei IAM on %s
   config:   %s   (edit it: the agent reloads on save)
   files:    %s
   hook log: %s
@@ -108,6 +110,13 @@ left, so expect a rotation every %s or so. Ctrl-C to stop.
 `, emu.URL(), cfgPath, filepath.Join(dir, "out"), filepath.Join(dir, "hooks.log"), o.CertLifetime, (o.CertLifetime * 2 / 3).Round(time.Second))
 	return a.Run(ctx, RunOptions{ConfigPath: cfgPath, Reload: reload, Hangup: o.Hangup})
 }
+
+// The emulated Huawei Cloud account of dev (loopback only; not a real secret).
+const (
+	devHuaweiProject  = "0123456789abcdef0123456789abcdef"
+	devGeminiInstance = "a1b2c3d4e5f64a7b8c9d0e1f2a3b4c5din06"
+	devHuaweiPassword = "dev-password"
+)
 
 // devInstance is one instance of the generated config.
 type devInstance struct {
@@ -143,6 +152,28 @@ instance "cloudsql" "{{.Name}}" {
 }
 {{end}}
 {{- if .Hooks}}
+credentials "huaweicloud" "default" {
+  region        = "cn-north-4"
+  iam_endpoint  = "{{.URL}}"
+  user_name     = "dev-user"
+  password_file = "hw-password"
+  domain_name   = "dev-account"
+  project_id    = "{{.HuaweiProject}}"
+}
+
+instance "geminidb" "cache" {
+  project_id   = "{{.HuaweiProject}}"
+  instance_id  = "{{.GeminiInstance}}"
+  api_endpoint = "{{.URL}}"
+  schedule     = "@every 1m"
+  sink "file" {
+    dir = "out/cache"
+  }
+  hook "exec" {
+    command = ["/bin/sh", "-c", "echo \"$(date -u +%FT%TZ) $DBCERT_EVENT $DBCERT_INSTANCE $DBCERT_CA_FILE\" >> {{.HookLog}}"]
+  }
+}
+
 instance "alloydb" "analytics" {
   project      = "dev-proj"
   location     = "us-central1"
@@ -167,8 +198,12 @@ func writeDevFiles(dir string, emu *emulator.Emulator, instances []devInstance, 
 	if err := os.WriteFile(filepath.Join(dir, "sa.json"), sa, 0o600); err != nil {
 		return "", err
 	}
+	if err := os.WriteFile(filepath.Join(dir, "hw-password"), []byte(devHuaweiPassword+"\n"), 0o600); err != nil {
+		return "", err
+	}
 	var buf strings.Builder
-	data := map[string]any{"URL": emu.URL(), "HookLog": filepath.Join(dir, "hooks.log"), "Instances": instances, "Hooks": hooks}
+	data := map[string]any{"URL": emu.URL(), "HookLog": filepath.Join(dir, "hooks.log"), "Instances": instances, "Hooks": hooks,
+		"HuaweiProject": devHuaweiProject, "GeminiInstance": devGeminiInstance}
 	if err := devConfig.Execute(&buf, data); err != nil {
 		return "", err
 	}

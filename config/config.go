@@ -53,7 +53,11 @@ type Agent struct {
 const (
 	TypeCloudSQL = "cloudsql"
 	TypeAlloyDB  = "alloydb"
+	TypeGeminiDB = "geminidb"
 )
+
+// DefaultGeminiDBSchedule is when CA-only GeminiDB instances download again.
+const DefaultGeminiDBSchedule = "@every 6h"
 
 // Instance is one database instance whose credentials the agent keeps on disk.
 type Instance struct {
@@ -64,6 +68,8 @@ type Instance struct {
 	CloudSQL *CloudSQL
 	// AlloyDB is set when Type is TypeAlloyDB.
 	AlloyDB *AlloyDB
+	// GeminiDB is set when Type is TypeGeminiDB (CA only).
+	GeminiDB *GeminiDB
 
 	Renewal  Renewal
 	Schedule *Schedule // nil when no schedule is set
@@ -92,6 +98,44 @@ type AlloyDB struct {
 	APIEndpoint  string             // default DefaultAlloyDBEndpoint, always ends in "/"
 	APIVersion   string             // "v1beta" (default) | "v1" | "v1alpha"
 }
+
+// GeminiDB selects a Huawei Cloud GeminiDB instance whose server CA is downloaded.
+type GeminiDB struct {
+	ProjectID   string
+	InstanceID  string
+	Credentials *HuaweiCredentials // never nil
+	APIEndpoint string             // default https://gaussdb-nosql.<region>.myhuaweicloud.com (no trailing slash)
+}
+
+// HuaweiCredentials is a `credentials "huaweicloud"` block; exactly one way to
+// authenticate is set: TokenFile; UserName + password + DomainName; AccessKey + secret key.
+type HuaweiCredentials struct {
+	Name          string
+	Region        string
+	IAMEndpoint   string // "" = default from Region
+	TokenFile     string
+	UserName      string
+	PasswordFile  string
+	Password      Secret // from env("NAME")
+	DomainName    string
+	ProjectID     string
+	AccessKey     string
+	SecretKeyFile string
+	SecretKey     Secret // from env("NAME")
+}
+
+// Secret holds a password or key taken from the environment. It prints as
+// [REDACTED] in every format and log, so a logged config never leaks it.
+type Secret string
+
+func (Secret) String() string   { return "[REDACTED]" }
+func (Secret) GoString() string { return "[REDACTED]" }
+
+// LogValue keeps the value out of slog output.
+func (Secret) LogValue() slog.Value { return slog.StringValue("[REDACTED]") }
+
+// Reveal returns the secret's value, for the code that must send it.
+func (s Secret) Reveal() string { return string(s) }
 
 // GoogleCredentials selects how Google API tokens are obtained. The zero value (Name
 // empty) means Application Default Credentials.

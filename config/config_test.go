@@ -57,11 +57,21 @@ func TestInvalidConfigs(t *testing.T) {
 				t.Fatal(err)
 			}
 			got := buf.String()
-			if !locRE.MatchString(got) {
-				t.Errorf("diagnostic has no file:line:col: prefix:\n%s", got)
-			}
-			if !strings.Contains(got, "  on "+f+" line ") {
-				t.Errorf("diagnostic has no source context:\n%s", got)
+			if strings.HasPrefix(name, "secret_") {
+				// A literal secret is named by file:line:col but never echoed.
+				if strings.Contains(got, "literal") && strings.Contains(got, "-literal") || strings.Contains(got, "EXAMPLEliteral") || strings.Contains(got, "hunter2") {
+					t.Errorf("the diagnostic echoes the secret:\n%s", got)
+				}
+				if !regexp.MustCompile(`at testdata/invalid/[a-z_]+\.hcl:\d+:\d+`).MatchString(got) {
+					t.Errorf("the diagnostic does not name file:line:col:\n%s", got)
+				}
+			} else {
+				if !locRE.MatchString(got) {
+					t.Errorf("diagnostic has no file:line:col: prefix:\n%s", got)
+				}
+				if !strings.Contains(got, "  on "+f+" line ") {
+					t.Errorf("diagnostic has no source context:\n%s", got)
+				}
 			}
 			golden := strings.TrimSuffix(f, ".hcl") + ".golden"
 			if *update {
@@ -290,5 +300,46 @@ instance "alloydb" "defaults" {
 	d := cfg.Instance("defaults").AlloyDB
 	if d.APIEndpoint != DefaultAlloyDBEndpoint || d.APIVersion != "v1beta" || d.CertDuration != 0 || *d.Credentials != (GoogleCredentials{}) {
 		t.Errorf("defaults = %+v", d)
+	}
+}
+
+func TestGeminiDBAndHuaweiCredentials(t *testing.T) {
+	opts := testOptions()
+	opts.LookupEnv = func(k string) (string, bool) {
+		if k == "HW_PASSWORD" {
+			return "s3cret-from-env", true
+		}
+		return "", false
+	}
+	src := `
+credentials "huaweicloud" "default" {
+  region        = "cn-north-4"
+  user_name     = "ops"
+  password      = env("HW_PASSWORD")
+  domain_name   = "acct"
+  project_id    = "0123456789abcdef0123456789abcdef"
+}
+instance "geminidb" "cache" {
+  project_id  = "0123456789abcdef0123456789abcdef"
+  instance_id = "a1b2c3d4e5f64a7b8c9d0e1f2a3b4c5din06"
+  sink "file" { dir = "/etc/ssl/geminidb-cache" }
+}`
+	cfg, err := Parse("agent.hcl", []byte(src), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := cfg.Instance("cache")
+	g := in.GeminiDB
+	if g.APIEndpoint != "https://gaussdb-nosql.cn-north-4.myhuaweicloud.com" || g.Credentials.Name != "default" {
+		t.Errorf("geminidb = %+v", g)
+	}
+	if g.Credentials.Password.Reveal() != "s3cret-from-env" {
+		t.Error("password from env() not taken")
+	}
+	if s := fmt.Sprintf("%v %+v %#v %s", g.Credentials, *g.Credentials, g.Credentials.Password, g.Credentials.Password); strings.Contains(s, "s3cret") {
+		t.Errorf("the secret prints: %s", s)
+	}
+	if in.Schedule == nil || in.Schedule.Spec != DefaultGeminiDBSchedule {
+		t.Errorf("schedule = %+v, want the default %s", in.Schedule, DefaultGeminiDBSchedule)
 	}
 }

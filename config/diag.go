@@ -62,15 +62,13 @@ func (e *DiagError) Render(w io.Writer, width uint) error {
 		}
 		if d.Subject != nil {
 			fmt.Fprintf(w, "%s:%d:%d: %s: %s\n", d.Subject.Filename, d.Subject.Start.Line, d.Subject.Start.Column, sev, d.Summary)
-		} else {
-			fmt.Fprintf(w, "%s: %s\n", sev, d.Summary)
 		}
 		var buf bytes.Buffer
 		tw := hcl.NewDiagnosticTextWriter(&buf, e.files, width, false)
 		if err := tw.WriteDiagnostic(d); err != nil {
 			return err
 		}
-		// Drop HCL's own "Error: summary" heading: the line above already says it.
+		// Drop HCL's own "Error: summary" heading when the line above already says it.
 		text := buf.Bytes()
 		if i := bytes.IndexByte(text, '\n'); i >= 0 && d.Subject != nil {
 			text = text[i+1:]

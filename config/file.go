@@ -109,6 +109,38 @@ type fileAlloyDB struct {
 	Remain hcl.Body `hcl:",remain"` // the common part, decoded separately
 }
 
+type fileHuaweiCredentials struct {
+	Region        string         `hcl:"region,optional"`
+	IAMEndpoint   string         `hcl:"iam_endpoint,optional"`
+	TokenFile     string         `hcl:"token_file,optional"`
+	UserName      string         `hcl:"user_name,optional"`
+	PasswordFile  string         `hcl:"password_file,optional"`
+	Password      hcl.Expression `hcl:"password,optional"` // only env("NAME")
+	DomainName    string         `hcl:"domain_name,optional"`
+	ProjectID     string         `hcl:"project_id,optional"`
+	AccessKey     string         `hcl:"access_key,optional"`
+	SecretKeyFile string         `hcl:"secret_key_file,optional"`
+	SecretKey     hcl.Expression `hcl:"secret_key,optional"` // only env("NAME")
+
+	IAMEndpointRange hcl.Range `hcl:"iam_endpoint,attr_value_range"`
+	PasswordRange    hcl.Range `hcl:"password,attr_range"`
+	SecretKeyRange   hcl.Range `hcl:"secret_key,attr_range"`
+}
+
+type fileGeminiDB struct {
+	ProjectID   string `hcl:"project_id"`
+	InstanceID  string `hcl:"instance_id"`
+	Credentials string `hcl:"credentials,optional"`
+	APIEndpoint string `hcl:"api_endpoint,optional"`
+
+	ProjectIDRange   hcl.Range `hcl:"project_id,attr_value_range"`
+	InstanceIDRange  hcl.Range `hcl:"instance_id,attr_value_range"`
+	CredentialsRange hcl.Range `hcl:"credentials,attr_value_range"`
+	APIEndpointRange hcl.Range `hcl:"api_endpoint,attr_value_range"`
+
+	Remain hcl.Body `hcl:",remain"` // the common part, decoded separately
+}
+
 type fileFileSink struct {
 	Dir    string `hcl:"dir"`
 	Layout string `hcl:"layout,optional"`

@@ -17,7 +17,9 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/gohcl"
 	"github.com/hashicorp/hcl/v2/hclparse"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/robfig/cron/v3"
+	"github.com/zclconf/go-cty/cty"
 	"golang.org/x/sys/unix"
 )
 
@@ -107,6 +109,7 @@ type loader struct {
 	diags   hcl.Diagnostics
 
 	google map[string]*GoogleCredentials
+	huawei map[string]*HuaweiCredentials
 }
 
 func (l *loader) add(d ...*hcl.Diagnostic) { l.diags = append(l.diags, d...) }
@@ -183,11 +186,16 @@ func (l *loader) agent(blocks []fileAgent) Agent {
 	return a
 }
 
-var credentialTypes = []string{"google"}
+var credentialTypes = []string{"google", "huaweicloud"}
 
 func (l *loader) credentials(blocks []fileLabelled2) {
 	l.google = map[string]*GoogleCredentials{}
+	l.huawei = map[string]*HuaweiCredentials{}
 	for _, b := range blocks {
+		if b.Type == "huaweicloud" {
+			l.huaweiCredentials(b)
+			continue
+		}
 		if b.Type != "google" {
 			l.add(errAt(b.TypeRange, "Unsupported credentials type",
 				fmt.Sprintf("Credentials type %q is not supported by this version; supported: %s.%s", b.Type, strings.Join(credentialTypes, ", "), suggest(b.Type, credentialTypes))))
@@ -215,6 +223,91 @@ func (l *loader) credentials(blocks []fileLabelled2) {
 	}
 }
 
+func (l *loader) huaweiCredentials(b fileLabelled2) {
+	if _, dup := l.huawei[b.Name]; dup {
+		l.add(errAt(b.NameRange, "Duplicate credentials block", fmt.Sprintf("credentials %q %q is defined twice.", b.Type, b.Name)))
+		return
+	}
+	var f fileHuaweiCredentials
+	if !l.decode(b.Body, &f) {
+		return
+	}
+	c := &HuaweiCredentials{
+		Name: b.Name, Region: f.Region, TokenFile: l.path(f.TokenFile),
+		UserName: f.UserName, PasswordFile: l.path(f.PasswordFile), DomainName: f.DomainName, ProjectID: f.ProjectID,
+		AccessKey: f.AccessKey, SecretKeyFile: l.path(f.SecretKeyFile),
+		Password:  l.secret(f.Password, f.PasswordRange, "password", "password_file"),
+		SecretKey: l.secret(f.SecretKey, f.SecretKeyRange, "secret_key", "secret_key_file"),
+	}
+	if f.IAMEndpoint != "" {
+		if ep, ok := l.endpoint(f.IAMEndpoint, f.IAMEndpointRange); ok {
+			c.IAMEndpoint = strings.TrimSuffix(ep, "/")
+		}
+	}
+	var methods []string
+	if c.TokenFile != "" {
+		methods = append(methods, "token_file")
+	}
+	if c.UserName != "" || c.PasswordFile != "" || c.Password != "" || c.DomainName != "" {
+		methods = append(methods, "user_name + password_file + domain_name")
+		if c.UserName == "" || (c.PasswordFile == "") == (c.Password == "") || c.DomainName == "" {
+			l.add(errAt(b.DefRange, "Incomplete IAM password authentication",
+				"IAM password authentication needs user_name, domain_name and exactly one of password_file or password = env(\"NAME\")."))
+		}
+	}
+	if c.AccessKey != "" || c.SecretKeyFile != "" || c.SecretKey != "" {
+		methods = append(methods, "access_key + secret_key_file")
+		if c.AccessKey == "" || (c.SecretKeyFile == "") == (c.SecretKey == "") {
+			l.add(errAt(b.DefRange, "Incomplete AK/SK authentication",
+				"AK/SK request signing needs access_key and exactly one of secret_key_file or secret_key = env(\"NAME\")."))
+		}
+	}
+	switch {
+	case len(methods) == 0:
+		l.add(errAt(b.DefRange, "No authentication method",
+			"Set exactly one way to authenticate: token_file; user_name + password_file + domain_name; or access_key + secret_key_file."))
+	case len(methods) > 1:
+		l.add(errAt(b.DefRange, "More than one authentication method",
+			fmt.Sprintf("credentials \"huaweicloud\" %q sets %s; keep exactly one.", b.Name, strings.Join(methods, " and "))))
+	}
+	if c.Region == "" && c.IAMEndpoint == "" {
+		l.add(errAt(b.DefRange, "Missing region", "Set region (such as \"cn-north-4\"); it picks the IAM and GeminiDB endpoints."))
+	}
+	l.huawei[b.Name] = c
+}
+
+// rejectedSecret stands in for a secret already reported as an error, so the checks
+// that follow do not also call it missing. The configuration never loads with it.
+const rejectedSecret Secret = "rejected"
+
+// secret evaluates a password or secret key attribute, which may only be env("NAME"):
+// a literal secret would sit in the config file and be echoed by diagnostics. The
+// diagnostics about it therefore carry no source snippet.
+func (l *loader) secret(expr hcl.Expression, rng hcl.Range, attr, fileAttr string) Secret {
+	if rng.Filename == "" {
+		return "" // not set
+	}
+	where := fmt.Sprintf("%s:%d:%d", rng.Filename, rng.Start.Line, rng.Start.Column)
+	call, ok := expr.(*hclsyntax.FunctionCallExpr)
+	if !ok || call.Name != "env" {
+		l.add(&hcl.Diagnostic{Severity: hcl.DiagError,
+			Summary: fmt.Sprintf("Literal secret in %s at %s", attr, where),
+			Detail:  fmt.Sprintf("%s must not be written into the config file. Put it in a file and set %s, or set %s = env(\"NAME\").", attr, fileAttr, attr)})
+		return rejectedSecret
+	}
+	v, ds := expr.Value(l.ctx)
+	if ds.HasErrors() {
+		l.add(ds...)
+		return ""
+	}
+	if v.Type() != cty.String || v.IsNull() || v.AsString() == "" {
+		l.add(&hcl.Diagnostic{Severity: hcl.DiagError, Summary: fmt.Sprintf("Empty %s at %s", attr, where),
+			Detail: fmt.Sprintf("The environment variable for %s is empty.", attr)})
+		return ""
+	}
+	return Secret(v.AsString())
+}
+
 // path resolves p against the config's directory; "" stays "".
 func (l *loader) path(p string) string {
 	if p == "" || filepath.IsAbs(p) {
@@ -223,7 +316,7 @@ func (l *loader) path(p string) string {
 	return filepath.Join(l.baseDir, p)
 }
 
-var instanceTypes = []string{TypeCloudSQL, TypeAlloyDB}
+var instanceTypes = []string{TypeCloudSQL, TypeAlloyDB, TypeGeminiDB}
 
 func (l *loader) instance(b fileLabelled2, sinkDirs map[string]hcl.Range) *Instance {
 	if !nameRE.MatchString(b.Name) {
@@ -237,6 +330,8 @@ func (l *loader) instance(b fileLabelled2, sinkDirs map[string]hcl.Range) *Insta
 		typed = &fileCloudSQL{}
 	case TypeAlloyDB:
 		typed = &fileAlloyDB{}
+	case TypeGeminiDB:
+		typed = &fileGeminiDB{}
 	default:
 		l.add(errAt(b.TypeRange, "Unsupported instance type",
 			fmt.Sprintf("Instance type %q is not supported by this version; supported: %s.%s", b.Type, strings.Join(instanceTypes, ", "), suggest(b.Type, instanceTypes))))
@@ -254,6 +349,11 @@ func (l *loader) instance(b fileLabelled2, sinkDirs map[string]hcl.Range) *Insta
 		in.CloudSQL = l.cloudSQL(t)
 	case *fileAlloyDB:
 		in.AlloyDB = l.alloyDB(t)
+	case *fileGeminiDB:
+		in.GeminiDB = l.geminiDB(t)
+		if common.Schedule == "" {
+			common.Schedule = DefaultGeminiDBSchedule
+		}
 	}
 	l.renewal(&in.Renewal, common)
 	if common.Schedule != "" {
@@ -373,6 +473,52 @@ func (l *loader) alloyDB(f *fileAlloyDB) *AlloyDB {
 	return a
 }
 
+func (l *loader) geminiDB(f *fileGeminiDB) *GeminiDB {
+	g := &GeminiDB{ProjectID: f.ProjectID, InstanceID: f.InstanceID}
+	l.nonEmpty(f.ProjectID, f.ProjectIDRange, "project_id", "the Huawei Cloud project ID (32 hex digits)")
+	l.nonEmpty(f.InstanceID, f.InstanceIDRange, "instance_id", "the GeminiDB instance ID")
+	g.Credentials = l.huaweiRef(f.Credentials, f.CredentialsRange)
+	switch {
+	case f.APIEndpoint != "":
+		if ep, ok := l.endpoint(f.APIEndpoint, f.APIEndpointRange); ok {
+			g.APIEndpoint = strings.TrimSuffix(ep, "/")
+		}
+	case g.Credentials != nil && g.Credentials.Region != "":
+		g.APIEndpoint = "https://gaussdb-nosql." + g.Credentials.Region + ".myhuaweicloud.com"
+	case g.Credentials != nil:
+		l.add(errAt(f.ProjectIDRange, "No GeminiDB endpoint",
+			fmt.Sprintf("Set api_endpoint, or region in credentials \"huaweicloud\" %q.", g.Credentials.Name)))
+	}
+	return g
+}
+
+// huaweiRef resolves a geminidb instance's credentials attribute; unset means the
+// huaweicloud block named "default".
+func (l *loader) huaweiRef(name string, rng hcl.Range) *HuaweiCredentials {
+	want := name
+	if want == "" {
+		want = "default"
+	}
+	if c, ok := l.huawei[want]; ok {
+		return c
+	}
+	names := make([]string, 0, len(l.huawei))
+	for n := range l.huawei {
+		names = append(names, n)
+	}
+	hint := suggest(want, names)
+	if _, isGoogle := l.google[want]; isGoogle {
+		hint = fmt.Sprintf(" %q is a credentials \"google\" block; GeminiDB is a Huawei Cloud service and needs a credentials \"huaweicloud\" block.", want)
+	}
+	if name == "" {
+		l.add(errAt(rng, "No Huawei Cloud credentials",
+			"A geminidb instance needs a credentials \"huaweicloud\" block: name it \"default\" or set credentials = \"NAME\"."+hint))
+		return nil
+	}
+	l.add(errAt(rng, "Unknown credentials", fmt.Sprintf("No credentials \"huaweicloud\" %q block is defined.%s", name, hint)))
+	return nil
+}
+
 // googleRef resolves an instance's credentials attribute. Unset means the block named
 // "default" when there is one, else Application Default Credentials.
 func (l *loader) googleRef(name string, rng hcl.Range) *GoogleCredentials {
@@ -384,6 +530,11 @@ func (l *loader) googleRef(name string, rng hcl.Range) *GoogleCredentials {
 	}
 	if c, ok := l.google[name]; ok {
 		return c
+	}
+	if _, isHuawei := l.huawei[name]; isHuawei {
+		l.add(errAt(rng, "Wrong kind of credentials",
+			fmt.Sprintf("%q is a credentials \"huaweicloud\" block; Google Cloud instances need a credentials \"google\" block.", name)))
+		return &GoogleCredentials{}
 	}
 	names := make([]string, 0, len(l.google))
 	for n := range l.google {

@@ -52,6 +52,10 @@ type Options struct {
 	// AccessKey and SecretKeyFile sign every request (SDK-HMAC-SHA256).
 	AccessKey, SecretKeyFile string
 
+	// Password and SecretKey are in-memory alternatives to PasswordFile and
+	// SecretKeyFile (the config's env("NAME")). Never logged.
+	Password, SecretKey string
+
 	// Base sends the requests (API and IAM); default http.DefaultTransport.
 	Base http.RoundTripper
 	// Now is the clock for token expiry and X-Sdk-Date; default time.Now.
@@ -72,10 +76,10 @@ func (o Options) Method() (string, error) {
 	if o.TokenFile != "" {
 		set = append(set, "token_file")
 	}
-	if o.UserName != "" || o.PasswordFile != "" || o.DomainName != "" {
+	if o.UserName != "" || o.PasswordFile != "" || o.Password != "" || o.DomainName != "" {
 		set = append(set, "user_name/password_file/domain_name")
 	}
-	if o.AccessKey != "" || o.SecretKeyFile != "" {
+	if o.AccessKey != "" || o.SecretKeyFile != "" || o.SecretKey != "" {
 		set = append(set, "access_key/secret_key_file")
 	}
 	switch len(set) {
@@ -88,8 +92,8 @@ func (o Options) Method() (string, error) {
 	switch {
 	case o.TokenFile != "":
 		return MethodTokenFile, nil
-	case o.AccessKey != "" || o.SecretKeyFile != "":
-		if o.AccessKey == "" || o.SecretKeyFile == "" {
+	case o.AccessKey != "" || o.SecretKeyFile != "" || o.SecretKey != "":
+		if o.AccessKey == "" || (o.SecretKeyFile == "") == (o.SecretKey == "") {
 			return "", errors.New("huaweicloud credentials: AK/SK signing needs both access_key and secret_key_file")
 		}
 		if !printable(o.AccessKey) {
@@ -98,7 +102,7 @@ func (o Options) Method() (string, error) {
 		return MethodAKSK, nil
 	}
 	var missing []string
-	for _, f := range []struct{ name, v string }{{"user_name", o.UserName}, {"password_file", o.PasswordFile}, {"domain_name", o.DomainName}} {
+	for _, f := range []struct{ name, v string }{{"user_name", o.UserName}, {"password_file", o.PasswordFile + o.Password}, {"domain_name", o.DomainName}} {
 		if f.v == "" {
 			missing = append(missing, f.name)
 		}
@@ -137,7 +141,7 @@ func NewTransport(o Options) (http.RoundTripper, error) {
 	case MethodAKSK:
 		return &akskTransport{
 			base: o.Base, ak: o.AccessKey, projectID: o.ProjectID, now: o.Now,
-			sk: &secretFile{path: o.SecretKeyFile, what: "secret_key_file"},
+			sk: &secretFile{path: o.SecretKeyFile, fixed: o.SecretKey, what: "secret_key_file"},
 		}, nil
 	}
 	iam := o.IAMEndpoint
@@ -157,7 +161,7 @@ func NewTransport(o Options) (http.RoundTripper, error) {
 		domain:      o.DomainName,
 		projectID:   o.ProjectID,
 		projectName: o.Region,
-		password:    &secretFile{path: o.PasswordFile, what: "password_file", password: true},
+		password:    &secretFile{path: o.PasswordFile, fixed: o.Password, what: "password_file", password: true},
 		base:        o.Base,
 		now:         o.Now,
 	}

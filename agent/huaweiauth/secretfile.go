@@ -18,8 +18,9 @@ const maxSecretFile = 64 << 10
 // changed (another file at the path, or a new size or mtime). Its errors name the file
 // and the attribute, never the content.
 type secretFile struct {
-	path string
-	what string // "token_file", "password_file", "secret_key_file"
+	path  string
+	fixed string // when set, the value itself (from the environment); path is unused
+	what  string // "token_file", "password_file", "secret_key_file"
 	// missingRetryable: a missing or empty file is worth retrying (someone else
 	// writes it, e.g. a token refresher), rather than a configuration error.
 	missingRetryable bool
@@ -35,6 +36,9 @@ type secretFile struct {
 
 // get returns the value, re-reading the file when it changed or when force is set.
 func (s *secretFile) get(force bool) (string, error) {
+	if s.fixed != "" {
+		return s.fixed, nil
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	fi, err := os.Stat(s.path)
