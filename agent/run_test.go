@@ -517,3 +517,64 @@ func TestRunAdoptsFilesFromResetSSL(t *testing.T) {
 		t.Error("the daemon replaced reset-ssl's files")
 	}
 }
+
+// TestRunGeminiDBScheduleRedownloads: a CA-only instance is downloaded at start, then
+// again on its schedule; the hook fires only when the CA really changed.
+func TestRunGeminiDBScheduleRedownloads(t *testing.T) {
+	w := newWorld(t, time.Hour)
+	const projID, instID = "0123456789abcdef0123456789abcdef", "a1b2c3d4e5f64a7b8c9d0e1f2a3b4c5din06"
+	w.emu.AddGeminiDBInstance(projID, instID)
+	ak, sk := w.emu.HuaweiAKSK()
+	skFile := filepath.Join(w.dir, "sk")
+	if err := os.WriteFile(skFile, []byte(sk), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	src := fmt.Sprintf(`
+credentials "huaweicloud" "default" {
+  region          = "cn-north-4"
+  access_key      = %q
+  secret_key_file = %q
+}
+instance "geminidb" "cache" {
+  project_id   = %q
+  instance_id  = %q
+  api_endpoint = %q
+  schedule     = "@every 1s"
+  sink "file" { dir = %q }
+  hook "exec" { command = ["/bin/sh", "-c", "echo $DBCERT_EVENT >> %s"] }
+}
+`, ak, skFile, projID, instID, w.emu.URL(), filepath.Join(w.dir, "out", "cache"), filepath.Join(w.dir, "hooks-cache"))
+	cfg, err := config.Parse(filepath.Join(w.dir, "agent.hcl"), []byte(src), config.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ins, err := Build(context.Background(), cfg, BuildOptions{Logger: w.log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	downloads := func() int {
+		n := 0
+		for _, r := range w.emu.Requests() {
+			if strings.HasSuffix(r.Path, "/ssl-cert/download-link") {
+				n++
+			}
+		}
+		return n
+	}
+	stop := w.run(NewWithInstances(ins, Options{Logger: w.log}), RunOptions{})
+	defer stop()
+	eventually(t, 5*time.Second, "the first download and its hook", func() bool { return w.hookRuns("cache") == 1 })
+	w.emu.RotateGeminiDBCA(projID, instID)
+	eventually(t, 5*time.Second, "a scheduled download of the new CA and its hook", func() bool { return w.hookRuns("cache") == 2 })
+	data, _ := os.ReadFile(filepath.Join(w.dir, "hooks-cache"))
+	if string(data) != "ca-changed\nca-changed\n" {
+		t.Errorf("hook events = %q", data)
+	}
+	n := downloads()
+	// The rate limit (burst 2, then one per 30 s) holds further scheduled downloads back;
+	// none of the downloads so far changed anything else.
+	time.Sleep(1500 * time.Millisecond)
+	if downloads() > n+1 || w.hookRuns("cache") != 2 {
+		t.Errorf("downloads %d → %d, hooks %d: unchanged CAs must not fire hooks", n, downloads(), w.hookRuns("cache"))
+	}
+}
