@@ -1072,3 +1072,56 @@ instance "geminidb" "cache" {
 		t.Error("ca.pem does not hold the rotated CA")
 	}
 }
+
+// TestManualIAMPgpass: a libpq sink with token = true and pgpass = true writes the IAM
+// login token and a .pgpass line (host from connectSettings) that switch with the other
+// files; psql logs in with the .pgpass (here a PostgreSQL role whose password is the
+// token, standing in for Cloud SQL's IAM check) over TLS verified with root.crt.
+func TestManualIAMPgpass(t *testing.T) {
+	e := newEnv(t, emulator.Options{})
+	srvCert, srvKey, err := e.emu.ServerCert(project, instance, []string{"127.0.0.1", "localhost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const user = "agent@e2e-proj.iam"
+	pg := pgtest.Start(t, pgtest.Options{ServerCertPEM: srvCert, ServerKeyPEM: srvKey, ClientCAPEM: e.emu.ClientCAPEM(),
+		HBA: "hostssl all postgres 127.0.0.1/32 trust clientcert=verify-ca\nhostssl all all 127.0.0.1/32 scram-sha-256\n"})
+	out := filepath.Join(e.dir, "out")
+	block := strings.Replace(e.instanceBlock("orders", out, "libpq", filepath.Join(e.dir, "hook")),
+		`layout = "libpq"`, `layout = "libpq"
+    token  = true
+    pgpass = true
+    user   = "`+user+`"`, 1)
+	cfg := e.config(block)
+	if r := runAgent(t, "once", "-config", cfg); r.code != 0 {
+		t.Fatalf("once exited %d:\n%s", r.code, r.stderr)
+	}
+	tok, err := os.ReadFile(filepath.Join(out, "token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, mode := range map[string]os.FileMode{"token": 0o600, ".pgpass": 0o600} {
+		if fi, err := os.Stat(filepath.Join(out, name)); err != nil || fi.Mode().Perm() != mode {
+			t.Errorf("%s: %v %v", name, fi, err)
+		}
+	}
+	ctx := context.Background()
+	admin := fmt.Sprintf("sslmode=verify-ca sslcert=%s sslkey=%s sslrootcert=%s",
+		filepath.Join(out, "postgresql.crt"), filepath.Join(out, "postgresql.key"), filepath.Join(out, "root.crt"))
+	create := fmt.Sprintf(`CREATE ROLE %q LOGIN PASSWORD '%s'`, user, strings.TrimSpace(string(tok)))
+	if o, err := pg.Psql(ctx, admin, create, ""); err != nil {
+		t.Fatalf("creating the role: %v\n%s", err, o)
+	}
+	login := fmt.Sprintf("host=127.0.0.1 user=%s dbname=postgres sslmode=verify-ca sslrootcert=%s passfile=%s",
+		user, filepath.Join(out, "root.crt"), filepath.Join(out, ".pgpass"))
+	if o, err := pg.Psql(ctx, login, "select current_user", ""); err != nil || !strings.Contains(o, user) {
+		t.Fatalf("psql with the agent's .pgpass failed: %v\n%s", err, o)
+	}
+	if o, err := pg.Psql(ctx, strings.Replace(login, filepath.Join(out, ".pgpass"), "/dev/null", 1), "select 1", ""); err == nil {
+		t.Errorf("psql logged in without the password; the test proves nothing:\n%s", o)
+	}
+	logs := runAgent(t, "once", "-config", cfg, "-force").stderr
+	if strings.Contains(logs, strings.TrimSpace(string(tok))) {
+		t.Error("the login token appears in the logs")
+	}
+}

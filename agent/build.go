@@ -79,7 +79,8 @@ type builder struct {
 func (b *builder) instance(ci *config.Instance) (*Instance, error) {
 	in := &Instance{Name: ci.Name, Renewal: ci.Renewal, Spec: ci}
 	for i, cs := range ci.Sinks {
-		s, err := sinks.NewFile(sinks.FileOptions{Dir: cs.Dir, Layout: cs.Layout, UID: cs.UID, GID: cs.GID, KeyMode: cs.KeyMode})
+		s, err := sinks.NewFile(sinks.FileOptions{Dir: cs.Dir, Layout: cs.Layout, UID: cs.UID, GID: cs.GID, KeyMode: cs.KeyMode,
+			Token: cs.Token, PGPassUser: cs.PGPassUser})
 		if err != nil {
 			return nil, err
 		}
@@ -111,7 +112,14 @@ func (b *builder) instance(ci *config.Instance) (*Instance, error) {
 			Endpoint: c.APIEndpoint, APIVersion: c.APIVersion,
 			HTTPClient: client,
 		}
-		if c.IAMAuthn {
+		opts.EmbedLoginToken, opts.IPType = c.IAMAuthn, c.IPType
+		wantToken, wantPGPass := false, false
+		for _, cs := range ci.Sinks {
+			wantToken = wantToken || cs.Token || cs.PGPassUser != ""
+			wantPGPass = wantPGPass || cs.PGPassUser != ""
+		}
+		opts.NeedHost = wantPGPass
+		if c.IAMAuthn || wantToken {
 			if opts.LoginToken, err = b.loginTokens(c.Credentials); err != nil {
 				in.Err = err
 				return in, nil

@@ -48,7 +48,8 @@ func Status(cfg *config.Config, now time.Time) ([]InstanceStatus, error) {
 		in := &Instance{Name: ci.Name, Renewal: ci.Renewal, NeedsKey: ci.Type == config.TypeCloudSQL || ci.Type == config.TypeAlloyDB}
 		st := InstanceStatus{Instance: ci.Name, Type: ci.Type}
 		for i, cs := range ci.Sinks {
-			s, err := sinks.NewFile(sinks.FileOptions{Dir: cs.Dir, Layout: cs.Layout, UID: cs.UID, GID: cs.GID, KeyMode: cs.KeyMode})
+			s, err := sinks.NewFile(sinks.FileOptions{Dir: cs.Dir, Layout: cs.Layout, UID: cs.UID, GID: cs.GID, KeyMode: cs.KeyMode,
+				Token: cs.Token, PGPassUser: cs.PGPassUser})
 			if err != nil {
 				return nil, fmt.Errorf("instance %q: %w", ci.Name, err)
 			}

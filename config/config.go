@@ -86,6 +86,7 @@ type CloudSQL struct {
 	IAMAuthn    bool
 	APIEndpoint string // default DefaultCloudSQLEndpoint, always ends in "/"
 	APIVersion  string // "v1beta4" (default) | "v1"
+	IPType      string // "public" (default) | "private": the address written to .pgpass
 }
 
 // AlloyDB selects an AlloyDB cluster and how to reach its Admin API.
@@ -178,6 +179,11 @@ type FileSink struct {
 	UID     int         // -1 when owner is not set
 	GID     int         // -1 when group is not set
 	KeyMode os.FileMode // default DefaultKeyMode; never has a world bit
+	// Token also writes the IAM login token to a "token" file (Cloud SQL; mode KeyMode).
+	Token bool
+	// PGPassUser, when set (pgpass = true, user = ...), also writes a ".pgpass" line
+	// "host:*:*:user:token" for that IAM database user (Cloud SQL; mode 0600).
+	PGPassUser string
 }
 
 // Hook kinds.

@@ -343,3 +343,26 @@ instance "geminidb" "cache" {
 		t.Errorf("schedule = %+v, want the default %s", in.Schedule, DefaultGeminiDBSchedule)
 	}
 }
+
+func TestManualIAMSinkAttributes(t *testing.T) {
+	src := `
+instance "cloudsql" "orders" {
+  project  = "p"
+  instance = "i"
+  ip_type  = "private"
+  sink "file" {
+    dir    = "/a"
+    token  = true
+    pgpass = true
+    user   = "app@p.iam"
+  }
+}`
+	cfg, err := Parse("agent.hcl", []byte(src), testOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := cfg.Instance("orders")
+	if s := in.Sinks[0]; !s.Token || s.PGPassUser != "app@p.iam" || in.CloudSQL.IPType != "private" {
+		t.Errorf("sink %+v, ip_type %q", s, in.CloudSQL.IPType)
+	}
+}

@@ -78,7 +78,9 @@ type fileCloudSQL struct {
 	IAMAuthn    bool   `hcl:"iam_authn,optional"`
 	APIEndpoint string `hcl:"api_endpoint,optional"`
 	APIVersion  string `hcl:"api_version,optional"`
+	IPType      string `hcl:"ip_type,optional"`
 
+	IPTypeRange      hcl.Range `hcl:"ip_type,attr_value_range"`
 	ProjectRange     hcl.Range `hcl:"project,attr_value_range"`
 	InstanceRange    hcl.Range `hcl:"instance,attr_value_range"`
 	CredentialsRange hcl.Range `hcl:"credentials,attr_value_range"`
@@ -147,7 +149,13 @@ type fileFileSink struct {
 	Owner  string `hcl:"owner,optional"`
 	Group  string `hcl:"group,optional"`
 	Mode   string `hcl:"mode,optional"`
+	Token  bool   `hcl:"token,optional"`
+	PGPass bool   `hcl:"pgpass,optional"`
+	User   string `hcl:"user,optional"`
 
+	TokenRange  hcl.Range `hcl:"token,attr_value_range"`
+	PGPassRange hcl.Range `hcl:"pgpass,attr_value_range"`
+	UserRange   hcl.Range `hcl:"user,attr_value_range"`
 	DirRange    hcl.Range `hcl:"dir,attr_value_range"`
 	LayoutRange hcl.Range `hcl:"layout,attr_value_range"`
 	OwnerRange  hcl.Range `hcl:"owner,attr_value_range"`

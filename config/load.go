@@ -370,6 +370,9 @@ func (l *loader) instance(b fileLabelled2, sinkDirs map[string]hcl.Range) *Insta
 	}
 	for _, sb := range common.Sinks {
 		if s, ok := l.sink(sb, sinkDirs); ok {
+			if (s.Token || s.PGPassUser != "") && !l.loginTokensOK(in, sb.DefRange) {
+				continue
+			}
 			in.Sinks = append(in.Sinks, s)
 		}
 	}
@@ -379,6 +382,22 @@ func (l *loader) instance(b fileLabelled2, sinkDirs map[string]hcl.Range) *Insta
 		}
 	}
 	return in
+}
+
+// loginTokensOK checks that a sink asking for the IAM login token (token, pgpass)
+// belongs to a Cloud SQL instance whose credentials can make login tokens.
+func (l *loader) loginTokensOK(in *Instance, rng hcl.Range) bool {
+	if in.CloudSQL == nil {
+		l.add(errAt(rng, "No login token for this instance type",
+			fmt.Sprintf("token and pgpass write Cloud SQL IAM login tokens; instance %q is %q.", in.Name, in.Type)))
+		return false
+	}
+	if c := in.CloudSQL.Credentials; c != nil && c.TokenFile != "" {
+		l.add(errAt(rng, "token and pgpass need credentials that make tokens",
+			fmt.Sprintf("credentials %q use token_file, which cannot make sqlservice.login tokens with a known expiry; use credentials_file, impersonation or Application Default Credentials.", c.Name)))
+		return false
+	}
+	return true
 }
 
 // checkSchema validates body against the union of the schemas of parts.
@@ -419,6 +438,14 @@ func (l *loader) cloudSQL(f *fileCloudSQL) *CloudSQL {
 	default:
 		l.add(errAt(f.APIVersionRange, "Invalid api_version",
 			fmt.Sprintf("api_version must be \"v1beta4\" or \"v1\"; got %q.%s", f.APIVersion, suggest(f.APIVersion, []string{"v1beta4", "v1"}))))
+	}
+	switch f.IPType {
+	case "", "public":
+		c.IPType = "public"
+	case "private":
+		c.IPType = "private"
+	default:
+		l.add(errAt(f.IPTypeRange, "Invalid ip_type", fmt.Sprintf("ip_type must be \"public\" or \"private\"; got %q.", f.IPType)))
 	}
 	c.Credentials = l.googleRef(f.Credentials, f.CredentialsRange)
 	if f.IAMAuthn && c.Credentials.TokenFile != "" {
@@ -650,6 +677,18 @@ func (l *loader) sink(b fileLabelled1, dirs map[string]hcl.Range) (FileSink, boo
 		default:
 			s.KeyMode = os.FileMode(m)
 		}
+	}
+	s.Token = f.Token
+	switch {
+	case f.PGPass && f.User == "":
+		l.add(errAt(f.PGPassRange, "Missing user", "pgpass = true needs user: the IAM database user the .pgpass line is for."))
+	case !f.PGPass && f.User != "":
+		l.add(errAt(f.UserRange, "user without pgpass", "user is only used for the .pgpass line; set pgpass = true or remove user."))
+	case strings.HasSuffix(f.User, ".gserviceaccount.com"):
+		l.add(errAt(f.UserRange, "Invalid database user",
+			fmt.Sprintf("Cloud SQL names a service account's database user without \".gserviceaccount.com\": use %q.", strings.TrimSuffix(f.User, ".gserviceaccount.com"))))
+	case f.PGPass:
+		s.PGPassUser = f.User
 	}
 	if f.Owner != "" {
 		s.UID = l.id(f.Owner, f.OwnerRange, "owner", l.opts.LookupUser)

@@ -1,6 +1,7 @@
 package sinks
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -41,7 +43,21 @@ type FileOptions struct {
 	// KeyMode is the private key's mode; 0 means 0600. Only permission bits, and no world
 	// bits. Certificates and the CA are always 0644.
 	KeyMode os.FileMode
+	// Token also writes the bundle's IAM login token to "token" (mode KeyMode).
+	Token bool
+	// PGPassUser, when set, also writes ".pgpass" (mode 0600, as libpq requires) with
+	// one line "host:*:*:PGPassUser:token" (host from the bundle; any port, any db).
+	PGPassUser string
 }
+
+// Names of the optional login-token files (manual IAM database authentication).
+const (
+	tokenName  = "token"
+	pgpassName = ".pgpass"
+)
+
+// extraNames are visible names a sink may write besides its layout's.
+var extraNames = []string{tokenName, pgpassName}
 
 // Paths are the absolute visible paths of a sink's files. All three are always filled
 // from the layout, also for CA-only bundles (whose cert and key names do not exist).
@@ -65,6 +81,8 @@ type File struct {
 	uid     int
 	gid     int
 	keyMode os.FileMode
+	token   bool
+	pgUser  string
 
 	mu sync.Mutex // serialises Write
 
@@ -96,7 +114,10 @@ func NewFile(opts FileOptions) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("file sink %s: %w", dir, err)
 	}
-	return &File{dir: dir, layout: l, uid: opts.UID, gid: opts.GID, keyMode: mode}, nil
+	if strings.ContainsAny(opts.PGPassUser, "\n\r") {
+		return nil, fmt.Errorf("file sink %s: the .pgpass user holds a line break", dir)
+	}
+	return &File{dir: dir, layout: l, uid: opts.UID, gid: opts.GID, keyMode: mode, token: opts.Token, pgUser: opts.PGPassUser}, nil
 }
 
 func lookupLayout(name string) (layout, error) {
@@ -168,11 +189,58 @@ func (f *File) files(b *bundle.Bundle) ([]genFile, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", f, err)
 	}
-	return []genFile{
-		{name: f.layout.key, data: key, mode: f.keyMode},
-		{name: f.layout.cert, data: b.ChainPEM(), mode: certMode},
-		ca,
-	}, nil
+	out := []genFile{{name: f.layout.key, data: key, mode: f.keyMode}}
+	extra, err := f.tokenFiles(b)
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, extra...)
+	return append(out, genFile{name: f.layout.cert, data: b.ChainPEM(), mode: certMode}, ca), nil
+}
+
+// tokenFiles are the optional login-token files of b (token, .pgpass).
+func (f *File) tokenFiles(b *bundle.Bundle) ([]genFile, error) {
+	if !f.token && f.pgUser == "" {
+		return nil, nil
+	}
+	tok := b.LoginToken.Reveal()
+	if tok == "" || strings.ContainsAny(tok, "\n\r") {
+		return nil, fmt.Errorf("%s: %w: no usable login token for the token/.pgpass files", f, bundle.ErrInvalid)
+	}
+	var out []genFile
+	if f.token {
+		out = append(out, genFile{name: tokenName, data: []byte(tok + "\n"), mode: f.keyMode})
+	}
+	if f.pgUser != "" {
+		if b.Host == "" {
+			return nil, fmt.Errorf("%s: %w: no host address for .pgpass", f, bundle.ErrInvalid)
+		}
+		line := strings.Join([]string{pgpassEscape(b.Host), "*", "*", pgpassEscape(f.pgUser), pgpassEscape(tok)}, ":") + "\n"
+		out = append(out, genFile{name: pgpassName, data: []byte(line), mode: 0o600})
+	}
+	return out, nil
+}
+
+// pgpassEscape escapes ':' and '\' in a .pgpass field.
+func pgpassEscape(s string) string {
+	return strings.NewReplacer(`\`, `\\`, `:`, `\:`).Replace(s)
+}
+
+// pgpassHost returns the (unescaped) host field of a .pgpass line.
+func pgpassHost(line string) string {
+	var b strings.Builder
+	for i := 0; i < len(line); i++ {
+		switch c := line[i]; {
+		case c == '\\' && i+1 < len(line):
+			i++
+			b.WriteByte(line[i])
+		case c == ':':
+			return b.String()
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
 }
 
 // visible splits all known visible names into those a generation of files needs and
@@ -182,7 +250,7 @@ func (f *File) visible(files []genFile) (want, drop []string) {
 		want = append(want, gf.name)
 	}
 	for _, l := range layouts {
-		for _, n := range l.names() {
+		for _, n := range append(l.names(), extraNames...) {
 			if !slices.Contains(want, n) && !slices.Contains(drop, n) {
 				drop = append(drop, n)
 			}
@@ -236,7 +304,7 @@ func (f *File) writeLocked(ctx context.Context, d *dirHandle, b *bundle.Bundle, 
 		return false, err
 	}
 	if cur.exists {
-		if old, err := readGeneration(d, cur.gen, f.layout); err == nil && bundle.Equal(old, b) {
+		if old, err := f.readAll(d, cur.gen); err == nil && bundle.Equal(old, b) {
 			return false, f.refresh(d, cur.gen, files)
 		}
 	}
@@ -423,7 +491,7 @@ func (f *File) Current() (*bundle.Bundle, error) {
 	if !cur.exists {
 		return nil, fmt.Errorf("%s: %w: %s points to %s, which does not exist", f, bundle.ErrInvalid, d.join(dataLink), cur.gen)
 	}
-	b, err := readGeneration(d, cur.gen, f.layout)
+	b, err := f.readAll(d, cur.gen)
 	if err != nil {
 		return nil, err
 	}
@@ -434,6 +502,59 @@ func (f *File) Current() (*bundle.Bundle, error) {
 	return b, nil
 }
 
+// readAll reads generation gen with the files this sink is configured for.
+func (f *File) readAll(d *dirHandle, gen string) (*bundle.Bundle, error) {
+	b, err := readGeneration(d, gen, f.layout)
+	if err != nil {
+		return nil, err
+	}
+	if err := f.readTokenFiles(d, gen, b); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// readTokenFiles reads the optional token and .pgpass files of generation gen into b.
+// A sink configured for them whose generation lacks them holds incomplete files.
+func (f *File) readTokenFiles(d *dirHandle, gen string, b *bundle.Bundle) error {
+	if !f.token && f.pgUser == "" {
+		return nil
+	}
+	g, err := d.sub(gen)
+	if err != nil {
+		return fmt.Errorf("%w: opening generation: %v", bundle.ErrInvalid, err)
+	}
+	defer g.close()
+	if f.token {
+		data, err := readOptional(g, tokenName)
+		if err != nil {
+			return err
+		}
+		if len(bytes.TrimSpace(data)) == 0 {
+			return fmt.Errorf("%s: %w: %s is missing or empty", f, bundle.ErrInvalid, g.join(tokenName))
+		}
+		b.LoginToken = bundle.Secret(strings.TrimSpace(string(data)))
+	}
+	if f.pgUser != "" {
+		data, err := readOptional(g, pgpassName)
+		if err != nil {
+			return err
+		}
+		if len(bytes.TrimSpace(data)) == 0 {
+			return fmt.Errorf("%s: %w: %s is missing or empty", f, bundle.ErrInvalid, g.join(pgpassName))
+		}
+		line := strings.TrimRight(string(data), "\n")
+		b.Host = pgpassHost(line)
+		if !f.token {
+			// The token is the last field.
+			if i := strings.LastIndex(line, ":"); i >= 0 {
+				b.LoginToken = bundle.Secret(strings.NewReplacer(`\\`, `\`, `\:`, `:`).Replace(line[i+1:]))
+			}
+		}
+	}
+	return nil
+}
+
 // checkLinks verifies that the visible names match b: each name b uses is the sink's
 // link, each it does not use is absent.
 func (f *File) checkLinks(d *dirHandle, b *bundle.Bundle) error {
@@ -442,7 +563,14 @@ func (f *File) checkLinks(d *dirHandle, b *bundle.Bundle) error {
 	if b.HasClientCert() {
 		want, unused = f.layout.names(), nil
 	}
-	for _, n := range f.layout.names() {
+	for _, n := range extraNames {
+		if (n == tokenName && f.token) || (n == pgpassName && f.pgUser != "") {
+			want = append(want, n)
+		} else {
+			unused = append(unused, n)
+		}
+	}
+	for _, n := range append(f.layout.names(), extraNames...) {
 		k, err := visibleKind(d, n)
 		if err != nil {
 			return err

@@ -18,6 +18,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 )
 
@@ -41,7 +42,25 @@ type Bundle struct {
 	// from when they wrote it. It starts the effective lifetime when it is later than
 	// the leaf's NotBefore, which servers backdate to tolerate clock skew.
 	Issued time.Time
+	// LoginToken is an IAM database login token (Cloud SQL), written by sinks that are
+	// asked for a token file or a .pgpass line; its expiry is TokenExpiry. "" for none.
+	LoginToken Secret
+	// Host is the address clients connect to (from the API), for .pgpass; "" unknown.
+	Host string
 }
+
+// Secret is a value that must never be logged: it prints as [REDACTED] in every
+// format (and through slog's LogValuer).
+type Secret string
+
+func (Secret) String() string   { return "[REDACTED]" }
+func (Secret) GoString() string { return "[REDACTED]" }
+
+// LogValue keeps the value out of slog output.
+func (Secret) LogValue() slog.Value { return slog.StringValue("[REDACTED]") }
+
+// Reveal returns the value, for the code that must write or send it.
+func (s Secret) Reveal() string { return string(s) }
 
 // ErrInvalid is wrapped by every error Verify and the Parse functions return, so callers
 // can tell "the material is bad" (permanent) from I/O trouble.
@@ -160,7 +179,7 @@ func Equal(a, b *Bundle) bool {
 	if !certsEqual(a.Chain, b.Chain) || !certsEqual(a.CAs, b.CAs) {
 		return false
 	}
-	if (a.Key == nil) != (b.Key == nil) {
+	if (a.Key == nil) != (b.Key == nil) || a.LoginToken != b.LoginToken || a.Host != b.Host {
 		return false
 	}
 	return a.Key == nil || PublicKeysEqual(a.Key.Public(), b.Key.Public())

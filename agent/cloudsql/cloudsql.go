@@ -55,12 +55,20 @@ type Options struct {
 	APIVersion string
 	// HTTPClient sends the requests and must add Authorization itself. Required.
 	HTTPClient *http.Client
-	// LoginToken, when set, enables automatic IAM database authentication: before each
-	// certificate request a token is taken from it and sent as access_token, and the
-	// bundle's TokenExpiry is set to that token's expiry. It must be a source of
-	// sqlservice.login-scoped tokens, never the admin token, and should refresh early
-	// enough that a certificate never gets a token with only minutes left.
+	// LoginToken, when set, is the source of IAM database login tokens: before each
+	// certificate request a token is taken from it; the bundle carries it (LoginToken,
+	// for token files and .pgpass) and its expiry (TokenExpiry, which ends the
+	// effective lifetime). It must give sqlservice.login-scoped tokens, never the admin
+	// token, and should refresh early enough that no token has only minutes left.
 	LoginToken oauth2.TokenSource
+	// EmbedLoginToken sends the login token as access_token, so the certificate itself
+	// authenticates the IAM user (automatic IAM database authentication, iam_authn).
+	EmbedLoginToken bool
+	// IPType picks the bundle's Host from connectSettings: "public" (default, the
+	// PRIMARY address) or "private" (PRIVATE).
+	IPType string
+	// NeedHost makes a missing address of IPType a permanent error (a .pgpass needs it).
+	NeedHost bool
 }
 
 // Provider fetches Cloud SQL credential material for one instance.
@@ -71,6 +79,9 @@ type Provider struct {
 	inst   string // escaped "projects/{p}/instances/{i}"
 	proj   string // escaped "projects/{p}"
 	login  oauth2.TokenSource
+	embed  bool
+	ipType string
+	needIP bool
 }
 
 // New checks opts and returns a Provider. It makes no network calls.
@@ -96,6 +107,9 @@ func New(opts Options) (*Provider, error) {
 		proj:   proj,
 		inst:   proj + "/instances/" + escapeSegment(opts.Instance),
 		login:  opts.LoginToken,
+		embed:  opts.EmbedLoginToken,
+		ipType: opts.IPType,
+		needIP: opts.NeedHost,
 	}, nil
 }
 
@@ -172,6 +186,10 @@ type ephemeralCertResponse struct {
 type connectSettings struct {
 	ServerCACert    *sslCert `json:"serverCaCert"`
 	DatabaseVersion string   `json:"databaseVersion"`
+	IPAddresses     []struct {
+		IPAddress string `json:"ipAddress"`
+		Type      string `json:"type"`
+	} `json:"ipAddresses"`
 }
 
 // Fetch requests a client certificate for key's public half and the instance's server
@@ -206,7 +224,7 @@ func (p *Provider) Fetch(ctx context.Context, key crypto.Signer) (*bundle.Bundle
 	)
 	wg.Go(func() {
 		body := ephemeralCertRequest{PublicKey: string(pub)}
-		if login != nil {
+		if login != nil && p.embed {
 			body.AccessToken = login.AccessToken
 		}
 		req := p.request(http.MethodPost, p.inst+":generateEphemeralCert", CallGenerateEphemeralCert, body)
@@ -220,7 +238,7 @@ func (p *Provider) Fetch(ctx context.Context, key crypto.Signer) (*bundle.Bundle
 	if err := pickError(certErr, caErr); err != nil {
 		return nil, err
 	}
-	if login != nil && strings.HasPrefix(settings.DatabaseVersion, "SQLSERVER") {
+	if login != nil && p.embed && strings.HasPrefix(settings.DatabaseVersion, "SQLSERVER") {
 		return nil, gapi.BadResponse(CallConnectSettings, p.target,
 			fmt.Errorf("IAM database authentication is not supported for SQL Server instances (databaseVersion %s)", settings.DatabaseVersion),
 			"set iam_authn = false for this instance")
@@ -230,9 +248,35 @@ func (p *Provider) Fetch(ctx context.Context, key crypto.Signer) (*bundle.Bundle
 		return nil, err
 	}
 	if login != nil {
-		b.TokenExpiry = login.Expiry // the certificate is only as good as the token in it
+		// The files are only as good as the token in (or beside) the certificate.
+		b.TokenExpiry = login.Expiry
+		b.LoginToken = bundle.Secret(login.AccessToken)
+	}
+	b.Host = settings.address(p.ipType)
+	if p.needIP && b.Host == "" {
+		typ := "PRIMARY (public)"
+		if p.ipType == "private" {
+			typ = "PRIVATE"
+		}
+		return nil, gapi.BadResponse(CallConnectSettings, p.target,
+			fmt.Errorf("the instance has no %s IP address for .pgpass", typ), `set ip_type = "private" or "public" to an address the instance has`)
 	}
 	return b, nil
+}
+
+// address returns the instance's IP address of the given type ("public": PRIMARY,
+// "private": PRIVATE), or "".
+func (cs connectSettings) address(ipType string) string {
+	want := "PRIMARY"
+	if ipType == "private" {
+		want = "PRIVATE"
+	}
+	for _, a := range cs.IPAddresses {
+		if a.Type == want {
+			return a.IPAddress
+		}
+	}
+	return ""
 }
 
 // LoginTokenError says the IAM login token for a certificate could not be obtained.
