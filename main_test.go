@@ -820,9 +820,13 @@ func TestResetSSL(t *testing.T) {
 	if r := runAgent(t, "once", "-config", cfg); r.code != 0 {
 		t.Fatalf("once: %d\n%s", r.code, r.stderr)
 	}
-	oldRoot := filepath.Join(e.dir, "old-root.crt")
-	data, _ := os.ReadFile(filepath.Join(out, "root.crt"))
-	os.WriteFile(oldRoot, data, 0o644)
+	old := map[string]string{}
+	for _, name := range []string{"root.crt", "postgresql.crt", "postgresql.key"} {
+		data, _ := os.ReadFile(filepath.Join(out, name))
+		old[name] = filepath.Join(e.dir, "old-"+name)
+		os.WriteFile(old[name], data, 0o600)
+	}
+	oldRoot := old["root.crt"]
 	resets := func() int {
 		n := 0
 		for _, r := range e.emu.Requests() {
@@ -862,12 +866,13 @@ func TestResetSSL(t *testing.T) {
 				t.Errorf("progress lacks %q:\n%s", want, r.stdout)
 			}
 		}
-		// The server now presents a certificate from the new CA, as Cloud SQL would.
+		// The server now presents a certificate from the new CA and accepts only client
+		// certificates issued after the reset, as Cloud SQL would.
 		newCert, newKey, err := e.emu.ServerCert(project, instance, []string{"127.0.0.1", "localhost"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := pg.ReplaceServerCert(newCert, newKey, nil); err != nil {
+		if err := pg.ReplaceServerCert(newCert, newKey, e.emu.ClientCAPEM()); err != nil {
 			t.Fatal(err)
 		}
 		ctx := context.Background()
@@ -877,6 +882,10 @@ func TestResetSSL(t *testing.T) {
 		}
 		if o, err := pg.Psql(ctx, files+" sslrootcert="+filepath.Join(out, "root.crt"), "select 'reset-ok'", ""); err != nil || !strings.Contains(o, "reset-ok") {
 			t.Errorf("psql with the new files failed: %v\n%s", err, o)
+		}
+		oldClient := fmt.Sprintf("sslmode=verify-ca sslcert=%s sslkey=%s sslrootcert=%s", old["postgresql.crt"], old["postgresql.key"], filepath.Join(out, "root.crt"))
+		if o, err := pg.Psql(ctx, oldClient, "select 1", ""); err == nil {
+			t.Errorf("the client certificate from before the reset still works:\n%s", o)
 		}
 		if n := len(hookRuns(t, hooks)); n != 2 {
 			t.Errorf("hook ran %d times in all, want 2 (once, then reset-ssl)", n)

@@ -79,7 +79,16 @@ func (e *Emulator) newServerCA(project, instance string) *ca {
 
 // ClientCAPEM is the CA that signs ephemeral client certificates (PostgreSQL's
 // ssl_ca_file).
-func (e *Emulator) ClientCAPEM() []byte { return certPEM(e.clientCA.cert) }
+func (e *Emulator) ClientCAPEM() []byte { return certPEM(e.currentClientCA().cert) }
+
+// currentClientCA is the CA that signs client certificates now; a completed
+// resetSslConfig replaces it, so certificates issued before no longer verify against
+// ClientCAPEM (as Cloud SQL deletes an instance's client certificates on reset).
+func (e *Emulator) currentClientCA() *ca {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.clientCA
+}
 
 // ServerCAPEM is what connectSettings returns as serverCaCert.cert for the instance
 // (every CA block); nil for an unknown instance.
@@ -297,7 +306,7 @@ func (e *Emulator) generateEphemeralCert(w http.ResponseWriter, r *http.Request,
 		// IAM database authentication: the certificate carries the IAM identity.
 		tmpl.Subject.CommonName = id
 	}
-	cert, err := e.clientCA.sign(tmpl, pub)
+	cert, err := e.currentClientCA().sign(tmpl, pub)
 	if err != nil {
 		writeGoogleError(w, http.StatusInternalServerError, "INTERNAL", "backendError", "Internal error encountered.")
 		return
@@ -434,6 +443,9 @@ func (e *Emulator) finishOperation(op *sqlOperation) {
 	}
 	fresh := e.newServerCA(op.project, op.instance)
 	inst.cas = append([]*ca{fresh}, inst.cas[:len(inst.cas)-1]...)
+	if c, err := newCA("emulator Cloud SQL client CA", e.now()); err == nil {
+		e.clientCA = c // earlier client certificates are no longer valid
+	}
 }
 
 // operationJSON builds a sql#operation; runs with e.mu held.
