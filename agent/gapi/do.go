@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/dbcert-agent/dbcert-agent/agent/apierr"
 	"io"
 	"net/http"
 	"net/url"
@@ -101,7 +102,7 @@ func Do(ctx context.Context, c *http.Client, req Request, out any) error {
 	}
 	defer resp.Body.Close()
 	raw, tooBig, err := readCapped(resp.Body, MaxBody)
-	if err != nil && !RetryableStatus(resp.StatusCode) && resp.StatusCode/100 != 2 {
+	if err != nil && !apierr.RetryableStatus(resp.StatusCode) && resp.StatusCode/100 != 2 {
 		err = nil // a cut-short 4xx body is still a 4xx; parse what arrived
 	}
 	if err != nil {
@@ -114,15 +115,15 @@ func Do(ctx context.Context, c *http.Client, req Request, out any) error {
 		return e
 	}
 	if tooBig {
-		return &Error{Code: resp.StatusCode, Call: req.Call, Target: req.Target, Body: capBytes(raw, MaxKeptBody),
+		return &Error{Code: resp.StatusCode, Call: req.Call, Target: req.Target, Body: apierr.CapBytes(raw, MaxKeptBody),
 			Message: "the response body exceeds the 1 MiB limit"}
 	}
 	if out == nil {
 		return nil
 	}
 	if err := json.Unmarshal(raw, out); err != nil {
-		return &Error{Code: resp.StatusCode, Call: req.Call, Target: req.Target, Body: capBytes(raw, MaxKeptBody),
-			Message: oneLine("the response is not valid JSON: " + err.Error()), Err: err}
+		return &Error{Code: resp.StatusCode, Call: req.Call, Target: req.Target, Body: apierr.CapBytes(raw, MaxKeptBody),
+			Message: apierr.OneLine("the response is not valid JSON: " + err.Error()), Err: err}
 	}
 	return nil
 }
@@ -196,17 +197,17 @@ type oauthBody struct {
 // tokenError turns the token endpoint's answer into an *Error: 5xx/429/408 retryable,
 // other statuses permanent (invalid_grant, invalid_client, ...).
 func tokenError(req Request, re *oauth2.RetrieveError) *Error {
-	e := &Error{Call: req.Call + " (access token request)", Target: req.Target, Body: capBytes(re.Body, MaxKeptBody),
-		Code: http.StatusBadRequest, Reason: re.ErrorCode, Message: oneLine(re.ErrorDescription), Err: re}
+	e := &Error{Call: req.Call + " (access token request)", Target: req.Target, Body: apierr.CapBytes(re.Body, MaxKeptBody),
+		Code: http.StatusBadRequest, Reason: re.ErrorCode, Message: apierr.OneLine(re.ErrorDescription), Err: re}
 	if re.Response != nil {
 		e.Code = re.Response.StatusCode
-		if d, ok := ParseRetryAfter(re.Response.Header.Get("Retry-After"), time.Now()); ok {
+		if d, ok := apierr.ParseRetryAfter(re.Response.Header.Get("Retry-After"), time.Now()); ok {
 			e.retryAfter = d
 		}
 	}
 	var b oauthBody
 	if e.Reason == "" && json.Unmarshal(re.Body, &b) == nil {
-		e.Reason, e.Message = b.Error, oneLine(b.Description)
+		e.Reason, e.Message = b.Error, apierr.OneLine(b.Description)
 	}
 	if e.Reason == "" && e.Message == "" {
 		e.Message = "non-JSON body"

@@ -13,11 +13,11 @@ package gapi
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/dbcert-agent/dbcert-agent/agent/apierr"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 )
 
 // Error is a failed API call for which the server answered: a non-2xx status, or a 2xx
@@ -61,8 +61,7 @@ type Error struct {
 // MaxKeptBody bounds how much of a failed response's body Error.Body keeps.
 const MaxKeptBody = 8 << 10
 
-// maxMessage bounds the server message quoted in Error().
-const maxMessage = 300
+// apierr.MaxMessage bounds the server message quoted in Error().
 
 // Error implements error.
 func (e *Error) Error() string {
@@ -104,16 +103,11 @@ func (e *Error) Unwrap() error { return e.Err }
 
 // Retryable reports whether a later attempt may succeed: 5xx, 429 and 408 are
 // retryable; every other status (other 4xx, unusable 2xx) is permanent.
-func (e *Error) Retryable() bool { return RetryableStatus(e.Code) }
+func (e *Error) Retryable() bool { return apierr.RetryableStatus(e.Code) }
 
 // RetryAfter is the wait the server asked for (Retry-After header or RetryInfo detail),
 // 0 when it gave none.
 func (e *Error) RetryAfter() time.Duration { return e.retryAfter }
-
-// RetryableStatus reports whether an HTTP status is worth retrying.
-func RetryableStatus(code int) bool {
-	return code >= 500 || code == http.StatusTooManyRequests || code == http.StatusRequestTimeout
-}
 
 // BadResponse makes the permanent error for a 2xx response the caller could not use
 // (missing field, certificate that does not parse or does not match). cause says what
@@ -123,7 +117,7 @@ func BadResponse(call, target string, cause error, hint string) *Error {
 		Code:    http.StatusOK,
 		Call:    call,
 		Target:  target,
-		Message: oneLine(cause.Error()),
+		Message: apierr.OneLine(cause.Error()),
 		Hint:    hint,
 		Err:     cause,
 	}
@@ -155,14 +149,14 @@ type detail struct {
 // without `code` (the HTTP status is used) and non-JSON bodies (Message "non-JSON body").
 // Call, Target and Hint are left for the caller.
 func ParseError(status int, h http.Header, raw []byte) *Error {
-	e := &Error{Code: status, Body: capBytes(raw, MaxKeptBody)}
+	e := &Error{Code: status, Body: apierr.CapBytes(raw, MaxKeptBody)}
 	var ra time.Duration
 	if b, ok := decodeErrorBody(raw); ok {
 		if b.Code != 0 {
 			e.Code = b.Code
 		}
 		e.Status = b.Status
-		e.Message = oneLine(b.Message)
+		e.Message = apierr.OneLine(b.Message)
 		for _, it := range b.Errors {
 			if it.Reason != "" {
 				e.Reason = it.Reason
@@ -175,7 +169,7 @@ func ParseError(status int, h http.Header, raw []byte) *Error {
 	} else {
 		e.Message = "non-JSON body"
 	}
-	if d, ok := ParseRetryAfter(h.Get("Retry-After"), time.Now()); ok {
+	if d, ok := apierr.ParseRetryAfter(h.Get("Retry-After"), time.Now()); ok {
 		ra = d
 	}
 	e.retryAfter = ra
@@ -229,28 +223,6 @@ func parseProtoDuration(s string) (time.Duration, error) {
 	return time.Duration(f * float64(time.Second)), nil
 }
 
-// ParseRetryAfter parses a Retry-After header value: delay seconds or an HTTP date
-// (relative to now). ok is false when the value is empty or unparseable; a date in the
-// past yields 0, true.
-func ParseRetryAfter(v string, now time.Time) (d time.Duration, ok bool) {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0, false
-	}
-	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if secs < 0 {
-			return 0, false
-		}
-		const maxSecs = int64(1<<63-1) / int64(time.Second)
-		return time.Duration(min(secs, maxSecs)) * time.Second, true
-	}
-	t, err := http.ParseTime(v)
-	if err != nil {
-		return 0, false
-	}
-	return max(t.Sub(now), 0), true
-}
-
 // DefaultHint says what to do about e, for the sentence Error() prints. permission
 // names the IAM permission the call needs (e.g. "cloudsql.instances.connect"); it may
 // be empty.
@@ -286,24 +258,4 @@ func forbiddenHint(e *Error, permission string) string {
 		return "the credentials lack " + permission + " or the instance name is wrong"
 	}
 	return "the credentials lack permission or the resource name is wrong"
-}
-
-// oneLine makes a server message printable in one line and caps it.
-func oneLine(s string) string {
-	s = strings.Join(strings.Fields(s), " ")
-	if len(s) > maxMessage {
-		cut := maxMessage
-		for cut > 0 && !utf8.RuneStart(s[cut]) {
-			cut--
-		}
-		s = s[:cut] + "…"
-	}
-	return s
-}
-
-func capBytes(b []byte, n int) []byte {
-	if len(b) > n {
-		b = b[:n]
-	}
-	return append([]byte(nil), b...)
 }

@@ -19,6 +19,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/dbcert-agent/dbcert-agent/agent/apierr"
 	"io"
 	"net"
 	"net/http"
@@ -373,7 +374,7 @@ func downloadHint(e *huaweiauth.Error) string {
 		return "the certificate file behind the download link is gone"
 	case c == http.StatusBadRequest:
 		return "the storage host rejected the request"
-	case huaweiauth.RetryableStatus(c):
+	case apierr.RetryableStatus(c):
 		return "storage error; retrying"
 	}
 	return ""

@@ -6,13 +6,13 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
+	"github.com/dbcert-agent/dbcert-agent/agent/apierr"
 	"net/http"
 	"net/url"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 )
 
 // Error is a failed Huawei Cloud call for which the server answered: a non-2xx status
@@ -55,8 +55,6 @@ type Error struct {
 // MaxKeptBody bounds how much of a failed response's body Error.Body keeps.
 const MaxKeptBody = 8 << 10
 
-const maxMessage = 300
-
 // Error implements error.
 func (e *Error) Error() string {
 	var b strings.Builder
@@ -96,7 +94,7 @@ func (e *Error) Retryable() bool {
 	if e.decided {
 		return e.retryable
 	}
-	return RetryableStatus(e.Status)
+	return apierr.RetryableStatus(e.Status)
 }
 
 // SetRetryable overrides the status-based answer of Retryable.
@@ -104,11 +102,6 @@ func (e *Error) SetRetryable(r bool) { e.decided, e.retryable = true, r }
 
 // RetryAfter is the wait the server asked for (Retry-After), 0 when it gave none.
 func (e *Error) RetryAfter() time.Duration { return e.retryAfter }
-
-// RetryableStatus reports whether an HTTP status is worth retrying.
-func RetryableStatus(code int) bool {
-	return code >= 500 || code == http.StatusTooManyRequests || code == http.StatusRequestTimeout
-}
 
 // IsAuthError reports whether e says the credentials were rejected: 401, or APIGW.0301
 // (bad/expired token or signature), or a message asking for a new token.
@@ -123,10 +116,10 @@ func (e *Error) IsAuthError() bool {
 // an OBS/S3 XML <Error><Code/><Message/></Error>; anything else ("non-JSON body").
 // Call, Target and Hint are left for the caller.
 func ParseError(status int, h http.Header, raw []byte) *Error {
-	e := &Error{Status: status, Body: capBytes(raw, MaxKeptBody)}
+	e := &Error{Status: status, Body: apierr.CapBytes(raw, MaxKeptBody)}
 	if h != nil {
-		e.RequestID = oneLine(h.Get("X-Request-Id"))
-		if d, ok := ParseRetryAfter(h.Get("Retry-After"), time.Now()); ok {
+		e.RequestID = apierr.OneLine(h.Get("X-Request-Id"))
+		if d, ok := apierr.ParseRetryAfter(h.Get("Retry-After"), time.Now()); ok {
 			e.retryAfter = d
 		}
 	}
@@ -145,9 +138,9 @@ func ParseError(status int, h http.Header, raw []byte) *Error {
 			e.Message = "unrecognised error body"
 			break
 		}
-		e.Code, e.Message = oneLine(code), oneLine(msg)
+		e.Code, e.Message = apierr.OneLine(code), apierr.OneLine(msg)
 		if e.RequestID == "" {
-			e.RequestID = oneLine(reqID)
+			e.RequestID = apierr.OneLine(reqID)
 		}
 	case strings.HasPrefix(trimmed, "<"):
 		var x struct {
@@ -157,9 +150,9 @@ func ParseError(status int, h http.Header, raw []byte) *Error {
 			RequestID string `xml:"RequestId"`
 		}
 		if xml.Unmarshal(raw, &x) == nil && x.XMLName.Local == "Error" {
-			e.Code, e.Message = oneLine(x.Code), oneLine(x.Message)
+			e.Code, e.Message = apierr.OneLine(x.Code), apierr.OneLine(x.Message)
 			if e.RequestID == "" {
-				e.RequestID = oneLine(x.RequestID)
+				e.RequestID = apierr.OneLine(x.RequestID)
 			}
 			break
 		}
@@ -300,47 +293,6 @@ func (e *credError) Error() string             { return e.msg }
 func (e *credError) Unwrap() error             { return e.err }
 func (e *credError) Retryable() bool           { return e.retryable }
 func (e *credError) RetryAfter() time.Duration { return 0 }
-
-// ParseRetryAfter parses a Retry-After value: delay seconds or an HTTP date (relative
-// to now). ok is false when it is empty or unparseable; a past date yields 0, true.
-func ParseRetryAfter(v string, now time.Time) (d time.Duration, ok bool) {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0, false
-	}
-	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if secs < 0 {
-			return 0, false
-		}
-		const maxSecs = int64(1<<63-1) / int64(time.Second)
-		return time.Duration(min(secs, maxSecs)) * time.Second, true
-	}
-	t, err := http.ParseTime(v)
-	if err != nil {
-		return 0, false
-	}
-	return max(t.Sub(now), 0), true
-}
-
-// oneLine makes a server message printable on one line and caps it.
-func oneLine(s string) string {
-	s = strings.Join(strings.Fields(s), " ")
-	if len(s) > maxMessage {
-		cut := maxMessage
-		for cut > 0 && !utf8.RuneStart(s[cut]) {
-			cut--
-		}
-		s = s[:cut] + "…"
-	}
-	return s
-}
-
-func capBytes(b []byte, n int) []byte {
-	if len(b) > n {
-		b = b[:n]
-	}
-	return append([]byte(nil), b...)
-}
 
 // redact replaces every occurrence of each secret (of at least 4 bytes) in s.
 func redact(s string, secrets ...string) string {

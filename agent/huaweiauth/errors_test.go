@@ -1,6 +1,7 @@
 package huaweiauth
 
 import (
+	"github.com/dbcert-agent/dbcert-agent/agent/apierr"
 	"net/http"
 	"strings"
 	"testing"
@@ -55,7 +56,7 @@ func TestErrorSentence(t *testing.T) {
 	if len(e.Message) > 310 || strings.Contains(e.Message, "\n") {
 		t.Fatalf("message not capped: %d", len(e.Message))
 	}
-	if d, ok := ParseRetryAfter("Wed, 21 Oct 2015 07:28:10 GMT", time.Date(2015, 10, 21, 7, 28, 0, 0, time.UTC)); !ok || d != 10*time.Second {
+	if d, ok := apierr.ParseRetryAfter("Wed, 21 Oct 2015 07:28:10 GMT", time.Date(2015, 10, 21, 7, 28, 0, 0, time.UTC)); !ok || d != 10*time.Second {
 		t.Fatalf("http date: %v %v", d, ok)
 	}
 }

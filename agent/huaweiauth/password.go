@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/dbcert-agent/dbcert-agent/agent/apierr"
 	"io"
 	"net/http"
 	"net/url"
@@ -224,7 +225,7 @@ func (s *passwordSource) request(ctx context.Context) (*cachedToken, error) {
 	}
 	bad := func(msg string) error {
 		e := &Error{Status: resp.StatusCode, Call: CallIAMToken, Target: s.target(), Message: msg,
-			RequestID: oneLine(resp.Header.Get("X-Request-Id")), Hint: "check iam_endpoint: it does not look like Huawei Cloud IAM"}
+			RequestID: apierr.OneLine(resp.Header.Get("X-Request-Id")), Hint: "check iam_endpoint: it does not look like Huawei Cloud IAM"}
 		e.SetRetryable(false)
 		return e
 	}
@@ -270,7 +271,7 @@ func (s *passwordSource) hint(e *Error) string {
 			return "IAM rejected the request; check domain_name and project_id " + s.projectID
 		}
 		return "IAM rejected the request; check domain_name and region " + s.projectName + " (the project the token is scoped to)"
-	case RetryableStatus(c):
+	case apierr.RetryableStatus(c):
 		return "IAM is unavailable; retrying"
 	}
 	return ""
