@@ -118,3 +118,23 @@ func TestIAMAuthnReplacesShortLoginTokens(t *testing.T) {
 		t.Errorf("login tokens sent: %d, same=%v; want a fresh token for the second certificate", len(login), len(login) == 2 && login[0] == login[1])
 	}
 }
+
+// TestIAMAuthnRefusedForSQLServer: automatic IAM database authentication is not
+// available for SQL Server instances; the error says so and what to change.
+func TestIAMAuthnRefusedForSQLServer(t *testing.T) {
+	w := newIAMWorld(t, time.Hour)
+	w.emu.AddCloudSQLInstance("p", "mssql-pg", emulator.CloudSQLInstance{DatabaseVersion: "SQLSERVER_2019_STANDARD"})
+	w.added = map[string]bool{"mssql": true}
+	ins := w.instances("mssql")
+	k, err := ins[0].keyForTest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = ins[0].Provider.Fetch(context.Background(), k)
+	if err == nil || !strings.Contains(err.Error(), "SQL Server") || !strings.Contains(err.Error(), "iam_authn = false") {
+		t.Fatalf("Fetch = %v, want a refusal naming SQL Server and iam_authn", err)
+	}
+	if ok, _ := retryable(err); ok {
+		t.Error("the refusal is retryable; it is permanent")
+	}
+}
