@@ -77,10 +77,9 @@ type builder struct {
 }
 
 func (b *builder) instance(ci *config.Instance) (*Instance, error) {
-	in := &Instance{Name: ci.Name, Renewal: ci.Renewal, Spec: ci}
+	in := &Instance{Name: ci.Name, Renewal: ci.Renewal, Spec: ci, NeedsKey: ci.IssuesClientCert()}
 	for i, cs := range ci.Sinks {
-		s, err := sinks.NewFile(sinks.FileOptions{Dir: cs.Dir, Layout: cs.Layout, UID: cs.UID, GID: cs.GID, KeyMode: cs.KeyMode,
-			Token: cs.Token, PGPassUser: cs.PGPassUser})
+		s, err := newFileSink(cs)
 		if err != nil {
 			return nil, err
 		}
@@ -100,7 +99,6 @@ func (b *builder) instance(ci *config.Instance) (*Instance, error) {
 	}
 	switch ci.Type {
 	case config.TypeCloudSQL:
-		in.NeedsKey = true
 		c := ci.CloudSQL
 		client, err := b.googleClient(c.Credentials)
 		if err != nil {
@@ -131,7 +129,6 @@ func (b *builder) instance(ci *config.Instance) (*Instance, error) {
 		}
 		in.Provider = p
 	case config.TypeAlloyDB:
-		in.NeedsKey = true
 		c := ci.AlloyDB
 		client, err := b.googleClient(c.Credentials)
 		if err != nil {
@@ -188,6 +185,12 @@ func (b *builder) huaweiClient(hc *config.HuaweiCredentials) (*http.Client, erro
 	}
 	b.huawei[hc] = clientOrErr{c, err}
 	return c, err
+}
+
+// newFileSink makes the sink of a `sink "file"` block.
+func newFileSink(cs config.FileSink) (*sinks.File, error) {
+	return sinks.NewFile(sinks.FileOptions{Dir: cs.Dir, Layout: cs.Layout, UID: cs.UID, GID: cs.GID,
+		KeyMode: cs.KeyMode, Token: cs.Token, PGPassUser: cs.PGPassUser})
 }
 
 func newHook(ch config.Hook, log *slog.Logger) (Hook, error) {

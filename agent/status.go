@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/dbcert-agent/dbcert-agent/config"
-	"github.com/dbcert-agent/dbcert-agent/sinks"
 )
 
 // Instance states reported by Status.
@@ -45,11 +44,10 @@ type InstanceStatus struct {
 func Status(cfg *config.Config, now time.Time) ([]InstanceStatus, error) {
 	out := make([]InstanceStatus, 0, len(cfg.Instances))
 	for _, ci := range cfg.Instances {
-		in := &Instance{Name: ci.Name, Renewal: ci.Renewal, NeedsKey: ci.Type == config.TypeCloudSQL || ci.Type == config.TypeAlloyDB}
+		in := &Instance{Name: ci.Name, Renewal: ci.Renewal, NeedsKey: ci.IssuesClientCert()}
 		st := InstanceStatus{Instance: ci.Name, Type: ci.Type}
 		for i, cs := range ci.Sinks {
-			s, err := sinks.NewFile(sinks.FileOptions{Dir: cs.Dir, Layout: cs.Layout, UID: cs.UID, GID: cs.GID, KeyMode: cs.KeyMode,
-				Token: cs.Token, PGPassUser: cs.PGPassUser})
+			s, err := newFileSink(cs)
 			if err != nil {
 				return nil, fmt.Errorf("instance %q: %w", ci.Name, err)
 			}

@@ -78,6 +78,12 @@ type Instance struct {
 	Hooks []Hook     // run in order after every sink is written
 }
 
+// IssuesClientCert reports whether the instance's provider issues client certificates
+// (and so needs a private key); GeminiDB instances are CA-only.
+func (in *Instance) IssuesClientCert() bool {
+	return in.Type == TypeCloudSQL || in.Type == TypeAlloyDB
+}
+
 // CloudSQL selects a Cloud SQL instance and how to reach its Admin API.
 type CloudSQL struct {
 	Project     string

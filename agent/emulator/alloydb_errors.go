@@ -41,18 +41,7 @@ func writeAlloyInvalid(w http.ResponseWriter, field, message string) {
 
 // writeAlloyUnauthenticated is the 401 for a missing (present=false) or invalid/expired token.
 func writeAlloyUnauthenticated(w http.ResponseWriter, present bool, method string) {
-	msg := "Request is missing required authentication credential. Expected OAuth 2 access token, " +
-		"login cookie or other valid authentication credential. " +
-		"See https://developers.google.com/identity/sign-in/web/devconsole-project."
-	challenge := `Bearer realm="https://accounts.google.com/"`
-	info := "CREDENTIALS_MISSING"
-	if present {
-		msg = "Request had invalid authentication credentials. Expected OAuth 2 access token, " +
-			"login cookie or other valid authentication credential. " +
-			"See https://developers.google.com/identity/sign-in/web/devconsole-project."
-		challenge += `, error="invalid_token"`
-		info = "ACCESS_TOKEN_EXPIRED"
-	}
+	msg, challenge, info := unauthenticated(present)
 	w.Header().Set("WWW-Authenticate", challenge)
 	d := errorInfo(info, map[string]string{"service": alloyService, "method": method})
 	writeAlloyError(w, http.StatusUnauthorized, "UNAUTHENTICATED", msg, d)

@@ -88,20 +88,22 @@ func writeDefaultError(w http.ResponseWriter, code int) {
 	}
 }
 
+// unauthenticated is Google's 401 wording for a missing (present=false) or an
+// invalid/expired token: message, WWW-Authenticate challenge, ErrorInfo reason.
+func unauthenticated(present bool) (msg, challenge, info string) {
+	const tail = " Expected OAuth 2 access token, login cookie or other valid authentication credential. " +
+		"See https://developers.google.com/identity/sign-in/web/devconsole-project."
+	if present {
+		return "Request had invalid authentication credentials." + tail,
+			`Bearer realm="https://accounts.google.com/", error="invalid_token"`, "ACCESS_TOKEN_EXPIRED"
+	}
+	return "Request is missing required authentication credential." + tail,
+		`Bearer realm="https://accounts.google.com/"`, "CREDENTIALS_MISSING"
+}
+
 // writeUnauthenticated is the 401 for a missing (present=false) or invalid/expired token.
 func writeUnauthenticated(w http.ResponseWriter, present bool) {
-	msg := "Request is missing required authentication credential. Expected OAuth 2 access token, " +
-		"login cookie or other valid authentication credential. " +
-		"See https://developers.google.com/identity/sign-in/web/devconsole-project."
-	challenge := `Bearer realm="https://accounts.google.com/"`
-	info := "CREDENTIALS_MISSING"
-	if present {
-		msg = "Request had invalid authentication credentials. Expected OAuth 2 access token, " +
-			"login cookie or other valid authentication credential. " +
-			"See https://developers.google.com/identity/sign-in/web/devconsole-project."
-		challenge += `, error="invalid_token"`
-		info = "ACCESS_TOKEN_EXPIRED"
-	}
+	msg, challenge, info := unauthenticated(present)
 	w.Header().Set("WWW-Authenticate", challenge)
 	writeGoogleError(w, http.StatusUnauthorized, "UNAUTHENTICATED", "authError", msg, errorInfo(info, nil))
 }

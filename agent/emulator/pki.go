@@ -25,8 +25,12 @@ type ca struct {
 // caLifetime is how long emulator CAs are valid (Cloud SQL server CAs last ten years).
 const caLifetime = 10 * 365 * 24 * time.Hour
 
-// newCA makes a self-signed ECDSA P-256 CA (fast to generate).
-func newCA(cn string, now time.Time) (*ca, error) {
+// newCA makes a self-signed ECDSA P-256 CA (fast to generate) that signs leaves only.
+func newCA(cn string, now time.Time) (*ca, error) { return newCertAuthority(cn, now, nil, 0) }
+
+// newCertAuthority makes an ECDSA P-256 CA: self-signed when parent is nil, else an
+// intermediate signed by parent. pathLen is how many intermediates may follow it.
+func newCertAuthority(cn string, now time.Time, parent *ca, pathLen int) (*ca, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
@@ -43,15 +47,20 @@ func newCA(cn string, now time.Time) (*ca, error) {
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
-		MaxPathLenZero:        true,
+		MaxPathLen:            pathLen,
+		MaxPathLenZero:        pathLen == 0,
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
+	var cert *x509.Certificate
+	if parent == nil {
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+		if err != nil {
+			return nil, fmt.Errorf("creating CA %q: %w", cn, err)
+		}
+		if cert, err = x509.ParseCertificate(der); err != nil {
+			return nil, err
+		}
+	} else if cert, err = parent.sign(tmpl, key.Public()); err != nil {
 		return nil, fmt.Errorf("creating CA %q: %w", cn, err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, err
 	}
 	return &ca{cert: cert, key: key}, nil
 }
