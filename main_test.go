@@ -1048,7 +1048,8 @@ instance "geminidb" "cache" {
 	if len(runs) != 1 {
 		t.Fatalf("hook ran %d times, want 1", len(runs))
 	}
-	if data, _ := os.ReadFile(runs[0]); !strings.Contains(string(data), "DBCERT_EVENT=ca-changed") || !strings.Contains(string(data), "DBCERT_CA_FILE="+filepath.Join(out, "ca.pem")) {
+	if data, _ := os.ReadFile(runs[0]); !strings.Contains(string(data), "DBCERT_EVENT=ca-changed") || !strings.Contains(string(data), "DBCERT_CA_FILE="+filepath.Join(out, "ca.pem")) ||
+		!strings.Contains(string(data), "DBCERT_CERT_FILE=\n") || !strings.Contains(string(data), "DBCERT_KEY_FILE=\n") {
 		t.Errorf("hook env:\n%s", data)
 	}
 	for _, r := range e.emu.Requests() {

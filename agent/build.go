@@ -86,7 +86,10 @@ func (b *builder) instance(ci *config.Instance) (*Instance, error) {
 		in.Sinks = append(in.Sinks, s)
 		if i == 0 {
 			p := s.Paths()
-			in.Event = hook.Event{Dir: s.Dir(), CertFile: p.Cert, KeyFile: p.Key, CAFile: p.CA}
+			in.Event = hook.Event{Dir: s.Dir(), CAFile: p.CA}
+			if in.NeedsKey { // CA-only instances have no certificate or key file
+				in.Event.CertFile, in.Event.KeyFile = p.Cert, p.Key
+			}
 		}
 	}
 	hlog := b.log.With("instance", ci.Name)
