@@ -47,7 +47,22 @@ type Agent struct {
 	LogLevel  slog.Level // default info
 	LogFormat string     // "text" (default) | "json"
 	Listen    string     // host:port for /metrics, /livez, /readyz; "" = off
+	// APIRate is a known API quota per credentials block (api_rate = "180/m"); the zero
+	// value means none is known and pacing starts from the API's answers alone.
+	APIRate Rate
+	// ShareKeys: instances whose key_rotation is a duration share one agent-wide key
+	// until it is that old (share_keys = true). Default false.
+	ShareKeys bool
 }
+
+// Rate is a number of requests per period ("180/m" = {N: 180, Per: time.Minute}).
+type Rate struct {
+	N   int
+	Per time.Duration
+}
+
+// IsZero reports whether no rate is set.
+func (r Rate) IsZero() bool { return r.N == 0 }
 
 // Provider types an instance block may name.
 const (
@@ -76,6 +91,23 @@ type Instance struct {
 
 	Sinks []FileSink // at least one
 	Hooks []Hook     // run in order after every sink is written
+
+	// Connection, when set, makes every file sink also write connection files
+	// (pg_service.conf, connection.env, my.cnf; spec §7). nil for none.
+	Connection *Connection
+}
+
+// Connection is a `connection {}` block: how clients connect to the instance.
+type Connection struct {
+	User   string // database user (with IAM: the IAM user name)
+	DBName string // database (PostgreSQL) / default schema (MySQL); "" = not written
+	// IPType picks the address from the API: "public" (default) | "private" | "psc".
+	IPType string
+	Host   string // "" = the address from the API
+	Port   int    // 0 = the engine's default (5432 PostgreSQL, 3306 MySQL)
+	// Instance is, for AlloyDB, the instance of the cluster whose connectionInfo gives
+	// the address (required there); "" for Cloud SQL.
+	Instance string
 }
 
 // IssuesClientCert reports whether the instance's provider issues client certificates
@@ -190,6 +222,15 @@ type FileSink struct {
 	// PGPassUser, when set (pgpass = true, user = ...), also writes a ".pgpass" line
 	// "host:*:*:user:token" for that IAM database user (Cloud SQL; mode 0600).
 	PGPassUser string
+	// PKCS12, when set, also writes keystore.p12 and truststore.p12 (spec §4).
+	PKCS12 *PKCS12
+}
+
+// PKCS12 is a sink's `pkcs12 {}` block. Exactly one of PasswordFile and Password is set;
+// the password is read at every write.
+type PKCS12 struct {
+	PasswordFile string
+	Password     Secret // from env("NAME")
 }
 
 // Hook kinds.
@@ -209,6 +250,8 @@ type Hook struct {
 type ExecHook struct {
 	Command []string
 	Timeout time.Duration // default DefaultHookTimeout
+	// Env adds variables to the hook's clean environment (env = { NAME = "value" }).
+	Env map[string]string
 }
 
 // SignalHook signals the process whose pid is in PIDFile.

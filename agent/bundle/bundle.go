@@ -45,8 +45,16 @@ type Bundle struct {
 	// LoginToken is an IAM database login token (Cloud SQL), written by sinks that are
 	// asked for a token file or a .pgpass line; its expiry is TokenExpiry. "" for none.
 	LoginToken Secret
-	// Host is the address clients connect to (from the API), for .pgpass; "" unknown.
+	// Host is the address clients connect to (from the API), for .pgpass and connection
+	// files; "" unknown.
 	Host string
+	// Engine is the database engine as the API names it (Cloud SQL databaseVersion such
+	// as "POSTGRES_15", "MYSQL_8_0", "SQLSERVER_2019_STANDARD"; AlloyDB "POSTGRES");
+	// "" unknown.
+	Engine string
+	// DNSName is the instance's DNS name from the API (Cloud SQL connectSettings
+	// dnsName), which verify checks the server certificate against; "" none.
+	DNSName string
 }
 
 // Secret is a value that must never be logged: it prints as [REDACTED] in every
