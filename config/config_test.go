@@ -27,7 +27,7 @@ func testOptions() Options {
 		}
 		return 0, fmt.Errorf("unknown name %s", name)
 	}
-	env := map[string]string{"DBCERT_TEST_PROJECT": "env-proj"}
+	env := map[string]string{"DBCERT_TEST_PROJECT": "env-proj", "KEYSTORE_PASS": "from-env"}
 	return Options{
 		LookupEnv:   func(k string) (string, bool) { v, ok := env[k]; return v, ok },
 		LookupUser:  lookup,
@@ -35,7 +35,7 @@ func testOptions() Options {
 	}
 }
 
-var locRE = regexp.MustCompile(`(?m)^testdata/invalid/[a-z_]+\.hcl:\d+:\d+: error: `)
+var locRE = regexp.MustCompile(`(?m)^testdata/invalid/[a-z0-9_]+\.hcl:\d+:\d+: error: `)
 
 // TestInvalidConfigs loads every fixture in testdata/invalid and compares the rendered
 // diagnostics with its .golden file (go test ./config -update rewrites them).
@@ -62,7 +62,7 @@ func TestInvalidConfigs(t *testing.T) {
 				if strings.Contains(got, "literal") && strings.Contains(got, "-literal") || strings.Contains(got, "EXAMPLEliteral") || strings.Contains(got, "hunter2") {
 					t.Errorf("the diagnostic echoes the secret:\n%s", got)
 				}
-				if !regexp.MustCompile(`at testdata/invalid/[a-z_]+\.hcl:\d+:\d+`).MatchString(got) {
+				if !regexp.MustCompile(`at testdata/invalid/[a-z0-9_]+\.hcl:\d+:\d+`).MatchString(got) {
 					t.Errorf("the diagnostic does not name file:line:col:\n%s", got)
 				}
 			} else {
@@ -364,5 +364,168 @@ instance "cloudsql" "orders" {
 	in := cfg.Instance("orders")
 	if s := in.Sinks[0]; !s.Token || s.PGPassUser != "app@p.iam" || in.CloudSQL.IPType != "private" {
 		t.Errorf("sink %+v, ip_type %q", s, in.CloudSQL.IPType)
+	}
+}
+
+func TestAgentRateAndShareKeys(t *testing.T) {
+	for in, want := range map[string]Rate{"180/m": {180, time.Minute}, "3/s": {3, time.Second}, "5000/h": {5000, time.Hour}} {
+		cfg, err := Parse("agent.hcl", []byte(fmt.Sprintf("agent {\n api_rate = %q\n share_keys = true\n}\n", in)), testOptions())
+		if err != nil {
+			t.Fatalf("%s: %v", in, err)
+		}
+		if cfg.Agent.APIRate != want || !cfg.Agent.ShareKeys {
+			t.Errorf("%s: agent = %+v", in, cfg.Agent)
+		}
+	}
+	for _, in := range []string{"0/m", "-1/s", "1/d", "1.5/s", "180", "/m", " 1/s", "1/ s", "99999999999/s"} {
+		if r, err := ParseRate(in); err == nil {
+			t.Errorf("ParseRate(%q) = %+v, want error", in, r)
+		}
+	}
+	cfg, err := Parse("agent.hcl", []byte("agent {}\n"), testOptions())
+	if err != nil || !cfg.Agent.APIRate.IsZero() || cfg.Agent.ShareKeys {
+		t.Errorf("defaults: %+v, %v", cfg.Agent, err)
+	}
+}
+
+func TestConnection(t *testing.T) {
+	const sink = `sink "file" { dir = "/d" }`
+	tests := []struct {
+		name      string
+		src       string
+		want      Connection
+		sqlIPType string // CloudSQL.IPType after loading; "" for AlloyDB
+	}{
+		{"cloudsql defaults", `instance "cloudsql" "x" {
+  project = "p"
+  instance = "i"
+  connection { user = "app" }
+  ` + sink + `
+}`, Connection{User: "app", IPType: "public"}, "public"},
+		{"cloudsql inherits the instance's ip_type", `instance "cloudsql" "x" {
+  project = "p"
+  instance = "i"
+  ip_type = "private"
+  connection {
+    user   = "app"
+    dbname = "db"
+    host   = "db.internal"
+    port   = 6432
+  }
+  ` + sink + `
+}`, Connection{User: "app", DBName: "db", Host: "db.internal", Port: 6432, IPType: "private"}, "private"},
+		{"cloudsql psc from the connection", `instance "cloudsql" "x" {
+  project = "p"
+  instance = "i"
+  connection {
+    user    = "app"
+    ip_type = "psc"
+  }
+  ` + sink + `
+}`, Connection{User: "app", IPType: "psc"}, "psc"},
+		{"same ip_type twice", `instance "cloudsql" "x" {
+  project = "p"
+  instance = "i"
+  ip_type = "private"
+  connection { ip_type = "private" }
+  ` + sink + `
+}`, Connection{IPType: "private"}, "private"},
+		{"alloydb", `instance "alloydb" "x" {
+  project = "p"
+  location = "l"
+  cluster = "c"
+  connection {
+    user     = "app"
+    instance = "primary"
+    ip_type  = "private"
+  }
+  ` + sink + `
+}`, Connection{User: "app", Instance: "primary", IPType: "private"}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := Parse("agent.hcl", []byte(tt.src), testOptions())
+			if err != nil {
+				t.Fatal(err)
+			}
+			in := cfg.Instances[0]
+			if in.Connection == nil || *in.Connection != tt.want {
+				t.Fatalf("connection = %+v, want %+v", in.Connection, tt.want)
+			}
+			if in.CloudSQL != nil && in.CloudSQL.IPType != tt.sqlIPType {
+				t.Errorf("CloudSQL.IPType = %q, want %q", in.CloudSQL.IPType, tt.sqlIPType)
+			}
+		})
+	}
+	cfg, err := Parse("agent.hcl", []byte(`instance "cloudsql" "x" {
+  project = "p"
+  instance = "i"
+  `+sink+`
+}`), testOptions())
+	if err != nil || cfg.Instances[0].Connection != nil {
+		t.Errorf("no block: connection = %+v, %v", cfg.Instances[0].Connection, err)
+	}
+}
+
+func TestPKCS12(t *testing.T) {
+	src := `instance "cloudsql" "x" {
+  project = "p"
+  instance = "i"
+  sink "file" {
+    dir = "/a"
+    pkcs12 { password_file = "keystore.pass" }
+  }
+  sink "file" {
+    dir = "/b"
+    pkcs12 { password = env("KEYSTORE_PASS") }
+  }
+  sink "file" { dir = "/c" }
+}`
+	cfg, err := Parse("/etc/x/agent.hcl", []byte(src), testOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := cfg.Instances[0].Sinks
+	if s[0].PKCS12 == nil || s[0].PKCS12.PasswordFile != "/etc/x/keystore.pass" || s[0].PKCS12.Password != "" {
+		t.Errorf("sink a: %+v", s[0].PKCS12)
+	}
+	if s[1].PKCS12 == nil || s[1].PKCS12.Password.Reveal() != "from-env" || s[1].PKCS12.PasswordFile != "" {
+		t.Errorf("sink b: %+v", s[1].PKCS12)
+	}
+	if strings.Contains(fmt.Sprintf("%v %+v %#v", s[1], s[1].PKCS12, *s[1].PKCS12), "from-env") {
+		t.Error("the keystore password prints")
+	}
+	if s[2].PKCS12 != nil {
+		t.Errorf("sink c: %+v", s[2].PKCS12)
+	}
+}
+
+func TestHookEnv(t *testing.T) {
+	src := `instance "cloudsql" "x" {
+  project = "p"
+  instance = "i"
+  sink "file" { dir = "/a" }
+  hook "exec" {
+    command = ["/bin/true"]
+    env = {
+      APP_MODE = "reload"
+      _Count   = 3
+      "FROM_ENV" = env("DBCERT_TEST_PROJECT")
+      EMPTY    = ""
+    }
+  }
+  hook "exec" { command = ["/bin/true"] }
+}`
+	cfg, err := Parse("agent.hcl", []byte(src), testOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := cfg.Instances[0].Hooks[0].Exec.Env
+	want := map[string]string{"APP_MODE": "reload", "_Count": "3", "FROM_ENV": "env-proj", "EMPTY": ""}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("env = %v, want %v", got, want)
+	}
+	if e := cfg.Instances[0].Hooks[1].Exec.Env; e != nil {
+		t.Errorf("no env: %v", e)
 	}
 }

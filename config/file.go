@@ -18,10 +18,13 @@ type fileAgent struct {
 	LogLevel  string `hcl:"log_level,optional"`
 	LogFormat string `hcl:"log_format,optional"`
 	Listen    string `hcl:"listen,optional"`
+	APIRate   string `hcl:"api_rate,optional"`
+	ShareKeys bool   `hcl:"share_keys,optional"`
 
 	LogLevelRange  hcl.Range `hcl:"log_level,attr_value_range"`
 	LogFormatRange hcl.Range `hcl:"log_format,attr_value_range"`
 	ListenRange    hcl.Range `hcl:"listen,attr_value_range"`
+	APIRateRange   hcl.Range `hcl:"api_rate,attr_value_range"`
 	DefRange       hcl.Range `hcl:",def_range"`
 }
 
@@ -58,11 +61,12 @@ type fileGoogleCredentials struct {
 // own struct (fileCloudSQL, ...) holds the rest; load checks the union of both schemas
 // first, so unknown names are reported once with suggestions from all valid names.
 type fileInstanceCommon struct {
-	RenewBefore string          `hcl:"renew_before,optional"`
-	KeyRotation string          `hcl:"key_rotation,optional"`
-	Schedule    string          `hcl:"schedule,optional"`
-	Sinks       []fileLabelled1 `hcl:"sink,block"`
-	Hooks       []fileLabelled1 `hcl:"hook,block"`
+	RenewBefore string           `hcl:"renew_before,optional"`
+	KeyRotation string           `hcl:"key_rotation,optional"`
+	Schedule    string           `hcl:"schedule,optional"`
+	Sinks       []fileLabelled1  `hcl:"sink,block"`
+	Hooks       []fileLabelled1  `hcl:"hook,block"`
+	Connections []fileConnection `hcl:"connection,block"` // at most one
 
 	RenewBeforeRange hcl.Range `hcl:"renew_before,attr_value_range"`
 	KeyRotationRange hcl.Range `hcl:"key_rotation,attr_value_range"`
@@ -153,6 +157,8 @@ type fileFileSink struct {
 	PGPass bool   `hcl:"pgpass,optional"`
 	User   string `hcl:"user,optional"`
 
+	PKCS12 []filePKCS12 `hcl:"pkcs12,block"` // at most one
+
 	TokenRange  hcl.Range `hcl:"token,attr_value_range"`
 	PGPassRange hcl.Range `hcl:"pgpass,attr_value_range"`
 	UserRange   hcl.Range `hcl:"user,attr_value_range"`
@@ -164,11 +170,41 @@ type fileFileSink struct {
 }
 
 type fileExecHook struct {
-	Command []string `hcl:"command"`
-	Timeout string   `hcl:"timeout,optional"`
+	Command []string       `hcl:"command"`
+	Timeout string         `hcl:"timeout,optional"`
+	Env     hcl.Expression `hcl:"env,optional"` // an object of NAME = "value"
 
 	CommandRange hcl.Range `hcl:"command,attr_value_range"`
 	TimeoutRange hcl.Range `hcl:"timeout,attr_value_range"`
+	EnvRange     hcl.Range `hcl:"env,attr_value_range"`
+}
+
+// fileConnection is an instance's `connection {}` block (spec §7).
+type fileConnection struct {
+	User     string `hcl:"user,optional"`
+	DBName   string `hcl:"dbname,optional"`
+	IPType   string `hcl:"ip_type,optional"`
+	Host     string `hcl:"host,optional"`
+	Port     int    `hcl:"port,optional"`
+	Instance string `hcl:"instance,optional"`
+
+	UserRange     hcl.Range `hcl:"user,attr_value_range"`
+	DBNameRange   hcl.Range `hcl:"dbname,attr_value_range"`
+	IPTypeRange   hcl.Range `hcl:"ip_type,attr_value_range"`
+	HostRange     hcl.Range `hcl:"host,attr_value_range"`
+	PortRange     hcl.Range `hcl:"port,attr_value_range"`
+	InstanceRange hcl.Range `hcl:"instance,attr_value_range"`
+	DefRange      hcl.Range `hcl:",def_range"`
+}
+
+// filePKCS12 is a file sink's `pkcs12 {}` block.
+type filePKCS12 struct {
+	PasswordFile string         `hcl:"password_file,optional"`
+	Password     hcl.Expression `hcl:"password,optional"` // only env("NAME")
+
+	PasswordFileRange hcl.Range `hcl:"password_file,attr_value_range"`
+	PasswordRange     hcl.Range `hcl:"password,attr_range"`
+	DefRange          hcl.Range `hcl:",def_range"`
 }
 
 type fileSignalHook struct {

@@ -9,6 +9,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -20,6 +21,7 @@ import (
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/robfig/cron/v3"
 	"github.com/zclconf/go-cty/cty"
+	"github.com/zclconf/go-cty/cty/convert"
 	"golang.org/x/sys/unix"
 )
 
@@ -183,7 +185,31 @@ func (l *loader) agent(blocks []fileAgent) Agent {
 		}
 		a.Listen = b.Listen
 	}
+	if b.APIRate != "" {
+		r, err := ParseRate(b.APIRate)
+		if err != nil {
+			l.add(errAt(b.APIRateRange, "Invalid api_rate", err.Error()))
+		}
+		a.APIRate = r
+	}
+	a.ShareKeys = b.ShareKeys
 	return a
+}
+
+var rateRE = regexp.MustCompile(`^([0-9]{1,9})/([smh])$`)
+
+// ParseRate parses a request rate "N/s", "N/m" or "N/h" with N > 0.
+func ParseRate(s string) (Rate, error) {
+	m := rateRE.FindStringSubmatch(s)
+	if m == nil {
+		return Rate{}, fmt.Errorf("api_rate must be a whole number of requests per second, minute or hour, such as \"180/m\", \"3/s\" or \"5000/h\"; got %q.", s)
+	}
+	n, _ := strconv.Atoi(m[1])
+	if n <= 0 {
+		return Rate{}, fmt.Errorf("api_rate must allow at least one request; got %q.", s)
+	}
+	per := map[string]time.Duration{"s": time.Second, "m": time.Minute, "h": time.Hour}[m[2]]
+	return Rate{N: n, Per: per}, nil
 }
 
 var credentialTypes = []string{"google", "huaweicloud"}
@@ -355,6 +381,9 @@ func (l *loader) instance(b fileLabelled2, sinkDirs map[string]hcl.Range) *Insta
 			common.Schedule = DefaultGeminiDBSchedule
 		}
 	}
+	if len(common.Connections) > 0 {
+		in.Connection = l.connection(in, common.Connections, typed)
+	}
 	l.renewal(&in.Renewal, common)
 	if common.Schedule != "" {
 		s, err := cron.ParseStandard(common.Schedule)
@@ -373,6 +402,11 @@ func (l *loader) instance(b fileLabelled2, sinkDirs map[string]hcl.Range) *Insta
 			if (s.Token || s.PGPassUser != "") && !l.loginTokensOK(in, sb.DefRange) {
 				continue
 			}
+			if in.Connection != nil && unsafeText(s.Dir) {
+				l.add(errAt(sb.DefRange, "Directory unusable in connection files",
+					fmt.Sprintf("The sink's dir %q holds a control character (such as a newline), so the connection files cannot name its files safely; rename the directory.", s.Dir)))
+				continue
+			}
 			in.Sinks = append(in.Sinks, s)
 		}
 	}
@@ -382,6 +416,84 @@ func (l *loader) instance(b fileLabelled2, sinkDirs map[string]hcl.Range) *Insta
 		}
 	}
 	return in
+}
+
+// IP types of a connection block; the first is the default.
+var ipTypes = []string{"public", "private", "psc"}
+
+// connection checks an instance's connection block (spec §7). For Cloud SQL the
+// effective ip_type is the connection's when it sets one, else the instance's own
+// ip_type attribute (which predates the block and picks the .pgpass address), else
+// "public"; both set and different is an error. CloudSQL.IPType is set to the
+// effective value, so the provider picks one address for every file.
+func (l *loader) connection(in *Instance, blocks []fileConnection, typed any) *Connection {
+	if len(blocks) > 1 {
+		l.add(errAt(blocks[1].DefRange, "Duplicate connection block", fmt.Sprintf("Instance %q has more than one connection block; keep one.", in.Name)))
+	}
+	f := blocks[0]
+	if in.Type == TypeGeminiDB {
+		l.add(errAt(f.DefRange, "No connection files for GeminiDB",
+			fmt.Sprintf("Instance %q is a GeminiDB instance: the agent only downloads its server CA, so there are no connection files to write; remove the connection block.", in.Name)))
+		return nil
+	}
+	c := &Connection{User: f.User, DBName: f.DBName, Host: f.Host, Port: f.Port, Instance: f.Instance, IPType: "public"}
+	for _, v := range []struct {
+		val  string
+		rng  hcl.Range
+		name string
+	}{{f.User, f.UserRange, "user"}, {f.DBName, f.DBNameRange, "dbname"}, {f.Host, f.HostRange, "host"}, {f.Instance, f.InstanceRange, "instance"}} {
+		if unsafeText(v.val) {
+			l.add(errAt(v.rng, "Unsafe "+v.name,
+				fmt.Sprintf("connection %s holds a control character (such as a newline, carriage return or NUL), which cannot be written safely into pg_service.conf, connection.env or my.cnf.", v.name)))
+		}
+	}
+	if f.Host != "" && strings.TrimSpace(f.Host) != f.Host || strings.ContainsAny(f.Host, " /") {
+		l.add(errAt(f.HostRange, "Invalid host", fmt.Sprintf("host must be a host name or IP address without spaces or slashes; got %q.", f.Host)))
+	}
+	if f.Port < 0 || f.Port > 65535 {
+		l.add(errAt(f.PortRange, "Invalid port", fmt.Sprintf("port must be between 1 and 65535 (or left out for the engine's default); got %d.", f.Port)))
+	}
+	if f.IPType != "" {
+		if !slices.Contains(ipTypes, f.IPType) {
+			l.add(errAt(f.IPTypeRange, "Invalid ip_type",
+				fmt.Sprintf("ip_type must be \"public\", \"private\" or \"psc\"; got %q.%s", f.IPType, suggest(f.IPType, ipTypes))))
+		} else {
+			c.IPType = f.IPType
+		}
+	}
+	switch t := typed.(type) {
+	case *fileCloudSQL:
+		if f.Instance != "" {
+			l.add(errAt(f.InstanceRange, "instance not allowed here",
+				"connection instance names an AlloyDB instance of a cluster; a Cloud SQL instance is already named by the instance attribute above. Remove it."))
+		}
+		switch {
+		case t.IPType != "" && f.IPType != "" && t.IPType != f.IPType:
+			l.add(errAt(f.IPTypeRange, "Conflicting ip_type",
+				fmt.Sprintf("The instance sets ip_type = %q and its connection block ip_type = %q; one address serves every file, so keep one of them (the connection block's is enough).", t.IPType, f.IPType)))
+		case f.IPType == "" && in.CloudSQL != nil:
+			c.IPType = in.CloudSQL.IPType // the instance's ip_type, default public
+		}
+		if in.CloudSQL != nil {
+			in.CloudSQL.IPType = c.IPType
+		}
+	case *fileAlloyDB:
+		switch {
+		case f.Instance == "":
+			l.add(errAt(f.DefRange, "Missing instance",
+				"An AlloyDB connection block needs instance = \"NAME\": the instance of the cluster whose address the connection files use."))
+		case strings.ContainsAny(f.Instance, "/:"):
+			l.add(errAt(f.InstanceRange, "Invalid instance",
+				fmt.Sprintf("instance must be the name of an instance of the cluster, not a path; got %q.", f.Instance)))
+		}
+	}
+	return c
+}
+
+// unsafeText reports whether s holds an ASCII control character (newline, carriage
+// return, NUL, ...) or DEL, which no connection file format can carry safely.
+func unsafeText(s string) bool {
+	return strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f })
 }
 
 // loginTokensOK checks that a sink asking for the IAM login token (token, pgpass)
@@ -690,6 +802,12 @@ func (l *loader) sink(b fileLabelled1, dirs map[string]hcl.Range) (FileSink, boo
 	case f.PGPass:
 		s.PGPassUser = f.User
 	}
+	if len(f.PKCS12) > 1 {
+		l.add(errAt(f.PKCS12[1].DefRange, "Duplicate pkcs12 block", "A sink writes one keystore.p12 and one truststore.p12; keep one pkcs12 block."))
+	}
+	if len(f.PKCS12) > 0 {
+		s.PKCS12 = l.pkcs12(f.PKCS12[0])
+	}
 	if f.Owner != "" {
 		s.UID = l.id(f.Owner, f.OwnerRange, "owner", l.opts.LookupUser)
 	}
@@ -697,6 +815,27 @@ func (l *loader) sink(b fileLabelled1, dirs map[string]hcl.Range) (FileSink, boo
 		s.GID = l.id(f.Group, f.GroupRange, "group", l.opts.LookupGroup)
 	}
 	return s, len(l.diags) == before
+}
+
+// pkcs12 checks a sink's pkcs12 block: exactly one of password_file and
+// password = env("NAME"); a literal password is refused without being echoed.
+func (l *loader) pkcs12(f filePKCS12) *PKCS12 {
+	p := &PKCS12{
+		PasswordFile: l.path(f.PasswordFile),
+		Password:     l.secret(f.Password, f.PasswordRange, "password", "password_file"),
+	}
+	if f.PasswordFileRange.Filename != "" && f.PasswordFile == "" {
+		l.add(errAt(f.PasswordFileRange, "Empty password_file", "password_file must name the file holding the keystore password."))
+	}
+	switch {
+	case p.PasswordFile != "" && f.PasswordRange.Filename != "":
+		l.add(errAt(f.DefRange, "Two keystore passwords",
+			"Set either password_file or password = env(\"NAME\") in the pkcs12 block, not both."))
+	case p.PasswordFile == "" && f.PasswordRange.Filename == "" && f.PasswordFileRange.Filename == "":
+		l.add(errAt(f.DefRange, "Missing keystore password",
+			"The pkcs12 block needs password_file = \"/etc/dbcert-agent/keystore.pass\" or password = env(\"NAME\"): keystore.p12 and truststore.p12 are protected by that password."))
+	}
+	return p
 }
 
 // id resolves a user or group given by name or number.
@@ -736,6 +875,9 @@ func (l *loader) hook(b fileLabelled1) (Hook, bool) {
 			}
 			h.Timeout = d
 		}
+		if f.EnvRange.Filename != "" {
+			h.Env = l.hookEnv(f.Env, f.EnvRange)
+		}
 		return Hook{Kind: HookExec, Exec: h}, len(l.diags) == before
 	case HookSignal:
 		var f fileSignalHook
@@ -755,6 +897,75 @@ func (l *loader) hook(b fileLabelled1) (Hook, bool) {
 	}
 	l.add(errAt(b.TypeRange, "Unsupported hook type", fmt.Sprintf("Hook type %q is not supported; supported: exec, signal.%s", b.Type, suggest(b.Type, hookTypes))))
 	return Hook{}, false
+}
+
+var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// hookEnv evaluates an exec hook's env = { NAME = "value" }. Names are shell-style
+// variable names; DBCERT_* names are the agent's own and cannot be overridden (a hook
+// could otherwise be told the wrong files); values cannot hold NUL. Values are never
+// echoed in diagnostics.
+func (l *loader) hookEnv(expr hcl.Expression, rng hcl.Range) map[string]string {
+	env := map[string]string{}
+	v, ds := expr.Value(l.ctx)
+	if ds.HasErrors() {
+		l.add(ds...)
+		return env
+	}
+	if v.IsNull() || !v.IsKnown() || !(v.Type().IsObjectType() || v.Type().IsMapType()) {
+		l.add(errAt(rng, "Invalid env", "env must be an object of variable names and string values, such as env = { APP_MODE = \"reload\" }."))
+		return env
+	}
+	// Key ranges, for pointing at the offending name.
+	keyRange := map[string]hcl.Range{}
+	if oc, ok := expr.(*hclsyntax.ObjectConsExpr); ok {
+		for _, item := range oc.Items {
+			if kv, kd := item.KeyExpr.Value(l.ctx); !kd.HasErrors() && kv.Type() == cty.String && kv.IsKnown() && !kv.IsNull() {
+				keyRange[kv.AsString()] = item.KeyExpr.Range()
+			}
+		}
+	}
+	for it := v.ElementIterator(); it.Next(); {
+		k, val := it.Element()
+		name := k.AsString()
+		at := rng
+		if r, ok := keyRange[name]; ok {
+			at = r
+		}
+		switch {
+		case !envNameRE.MatchString(name):
+			l.add(errAt(at, "Invalid environment variable name",
+				fmt.Sprintf("%q is not a valid variable name: use letters, digits and '_', not starting with a digit.", name)))
+			continue
+		case strings.HasPrefix(name, "DBCERT_"):
+			l.add(errAt(at, "Reserved environment variable",
+				fmt.Sprintf("%s is set by the agent for every hook run (DBCERT_INSTANCE, DBCERT_CERT_FILE, ...) and cannot be overridden; pick another name.", name)))
+			continue
+		}
+		sv, err := convertString(val)
+		if err != nil {
+			l.add(errAt(at, "Invalid environment variable value", fmt.Sprintf("The value of %s must be a string.", name)))
+			continue
+		}
+		if strings.ContainsRune(sv, 0) {
+			l.add(errAt(at, "Invalid environment variable value", fmt.Sprintf("The value of %s holds a NUL character, which an environment cannot carry.", name)))
+			continue
+		}
+		env[name] = sv
+	}
+	return env
+}
+
+// convertString converts a primitive cty value (string, number, bool) to a string.
+func convertString(v cty.Value) (string, error) {
+	if v.IsNull() || !v.IsKnown() {
+		return "", fmt.Errorf("null or unknown")
+	}
+	sv, err := convert.Convert(v, cty.String)
+	if err != nil {
+		return "", err
+	}
+	return sv.AsString(), nil
 }
 
 // ParseSignal accepts signal names with or without the SIG prefix, in any case

@@ -1,0 +1,9 @@
+instance "cloudsql" "orders" {
+  project  = "my-proj"
+  instance = "orders-pg"
+  sink "file" { dir = "/var/lib/dbcert-agent/orders" }
+  hook "exec" {
+    command = ["/bin/true"]
+    env = ["APP_MODE=reload"]
+  }
+}

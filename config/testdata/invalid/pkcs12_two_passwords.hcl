@@ -1,0 +1,12 @@
+instance "cloudsql" "orders" {
+  project  = "my-proj"
+  instance = "orders-pg"
+
+  sink "file" {
+    dir = "/var/lib/dbcert-agent/orders"
+    pkcs12 {
+      password_file = "/etc/dbcert-agent/keystore.pass"
+      password      = env("KEYSTORE_PASS")
+    }
+  }
+}
