@@ -199,7 +199,7 @@ func newFileSink(cs config.FileSink) (*sinks.File, error) {
 func newHook(ch config.Hook, log *slog.Logger) (Hook, error) {
 	switch ch.Kind {
 	case config.HookExec:
-		return hook.NewExec(hook.ExecOptions{Command: ch.Exec.Command, Timeout: ch.Exec.Timeout, Logger: log})
+		return hook.NewExec(hook.ExecOptions{Command: ch.Exec.Command, Timeout: ch.Exec.Timeout, Env: ch.Exec.Env, Logger: log})
 	case config.HookSignal:
 		return hook.NewSignal(hook.SignalOptions{PIDFile: ch.Signal.PIDFile, Signal: ch.Signal.Signal})
 	}

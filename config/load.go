@@ -20,9 +20,10 @@ import (
 	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/robfig/cron/v3"
+
+	"github.com/dbcert-agent/dbcert-agent/agent/hook"
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/convert"
-	"golang.org/x/sys/unix"
 )
 
 // Options adjust how a configuration is read. The zero value reads the real environment
@@ -867,6 +868,10 @@ func (l *loader) hook(b fileLabelled1) (Hook, bool) {
 		h := &ExecHook{Command: f.Command, Timeout: DefaultHookTimeout}
 		if len(f.Command) == 0 || f.Command[0] == "" {
 			l.add(errAt(f.CommandRange, "Empty command", "command must name a program and its arguments, such as [\"/usr/bin/systemctl\", \"reload\", \"myapp\"]."))
+		} else if _, err := hook.CheckCommand(f.Command[0]); err != nil {
+			// The same check the agent makes when it builds the hook, so validate
+			// refuses what once and run would.
+			l.add(errAt(f.CommandRange, "Unusable command", err.Error()+"."))
 		}
 		if f.Timeout != "" {
 			d, err := time.ParseDuration(f.Timeout)
@@ -899,8 +904,6 @@ func (l *loader) hook(b fileLabelled1) (Hook, bool) {
 	return Hook{}, false
 }
 
-var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-
 // hookEnv evaluates an exec hook's env = { NAME = "value" }. Names are shell-style
 // variable names; DBCERT_* names are the agent's own and cannot be overridden (a hook
 // could otherwise be told the wrong files); values cannot hold NUL. Values are never
@@ -932,14 +935,8 @@ func (l *loader) hookEnv(expr hcl.Expression, rng hcl.Range) map[string]string {
 		if r, ok := keyRange[name]; ok {
 			at = r
 		}
-		switch {
-		case !envNameRE.MatchString(name):
-			l.add(errAt(at, "Invalid environment variable name",
-				fmt.Sprintf("%q is not a valid variable name: use letters, digits and '_', not starting with a digit.", name)))
-			continue
-		case strings.HasPrefix(name, "DBCERT_"):
-			l.add(errAt(at, "Reserved environment variable",
-				fmt.Sprintf("%s is set by the agent for every hook run (DBCERT_INSTANCE, DBCERT_CERT_FILE, ...) and cannot be overridden; pick another name.", name)))
+		if err := hook.CheckEnvName(name); err != nil {
+			l.add(errAt(at, "Invalid environment variable name", err.Error()+"."))
 			continue
 		}
 		sv, err := convertString(val)
@@ -969,14 +966,8 @@ func convertString(v cty.Value) (string, error) {
 }
 
 // ParseSignal accepts signal names with or without the SIG prefix, in any case
-// ("SIGHUP", "hup").
+// ("SIGHUP", "hup"); numbers are refused. It is hook.ParseSignal, the one parser the
+// signal hook itself uses.
 func ParseSignal(name string) (syscall.Signal, error) {
-	n := strings.ToUpper(strings.TrimSpace(name))
-	if !strings.HasPrefix(n, "SIG") {
-		n = "SIG" + n
-	}
-	if s := unix.SignalNum(n); s != 0 {
-		return s, nil
-	}
-	return 0, fmt.Errorf("unknown signal %q; use a name such as SIGHUP, SIGUSR1 or SIGTERM", name)
+	return hook.ParseSignal(name)
 }

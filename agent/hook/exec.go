@@ -33,11 +33,19 @@ const (
 // ExecOptions configures an exec hook.
 type ExecOptions struct {
 	// Command is the argv, run without a shell. Required. Command[0] is an
-	// absolute path, or a bare program name looked up on PATH by NewExec.
+	// absolute path, or a bare program name looked up on PATH by NewExec (see
+	// CheckCommand).
 	Command []string
 	// Timeout bounds one run; default DefaultExecTimeout (30 s). On timeout
 	// the command's whole process group gets SIGTERM, then SIGKILL 5 s later.
 	Timeout time.Duration
+	// Env adds variables to the command's clean environment (see Run). Names
+	// must be valid variable names; DBCERT_* names are the agent's and are
+	// refused.
+	Env map[string]string
+	// Environ is the agent's environment that PATH, HOME, LANG, LC_* and TZ are
+	// taken from; default os.Environ.
+	Environ func() []string
 	// Logger receives the captured output (stdout and stderr interleaved) as
 	// one info record "hook output"; default slog.Default().
 	Logger *slog.Logger
@@ -52,34 +60,70 @@ type Exec struct {
 	path      string // resolved Command[0]
 	timeout   time.Duration
 	grace     time.Duration
+	env       []string // the clean base environment plus Env, without DBCERT_*
 	logger    *slog.Logger
 	maxOutput int
 }
 
-// NewExec checks o and resolves Command[0]. An absolute Command[0] is not
-// required to exist yet; a bare name must be found on PATH now. Relative
-// paths ("./x", "bin/x") are refused.
+// CheckCommand checks an exec hook's program (Command[0]) and returns the path
+// it runs: an absolute path is returned as it is and must be an executable
+// file when it exists (it may be installed after the agent starts); a bare
+// name must be found on PATH now; relative paths ("./x", "bin/x") are refused,
+// since the agent's working directory is nobody's business. The config loader
+// and NewExec both use it, so `validate` refuses what `once` and `run` refuse.
+func CheckCommand(name string) (string, error) {
+	switch {
+	case name == "":
+		return "", errors.New("command is empty; give the program and its arguments, e.g. [\"/usr/bin/systemctl\", \"reload\", \"myapp\"]")
+	case filepath.IsAbs(name):
+		fi, err := os.Stat(name)
+		if err != nil {
+			return name, nil // not installed yet: running it fails and says so
+		}
+		if fi.IsDir() {
+			return "", fmt.Errorf("command %q is a directory, not a program", name)
+		}
+		if fi.Mode().Perm()&0o111 == 0 {
+			return "", fmt.Errorf("command %q is not executable (mode %04o); chmod +x it or name the program that runs it", name, fi.Mode().Perm())
+		}
+		return name, nil
+	case strings.ContainsRune(name, '/'):
+		return "", fmt.Errorf("command %q must be an absolute path or a program name found on PATH", name)
+	}
+	p, err := exec.LookPath(name)
+	if err != nil {
+		return "", fmt.Errorf("command %q not found on PATH; use an absolute path: %w", name, err)
+	}
+	if !filepath.IsAbs(p) {
+		if p, err = filepath.Abs(p); err != nil {
+			return "", fmt.Errorf("command %q: %w", name, err)
+		}
+	}
+	return p, nil
+}
+
+// CheckEnvName checks a name given in Env: a shell-style variable name that is
+// not one of the agent's DBCERT_* variables.
+func CheckEnvName(name string) error {
+	if name == "" || strings.IndexFunc(name, func(r rune) bool {
+		return !(r == '_' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9')
+	}) >= 0 || name[0] >= '0' && name[0] <= '9' {
+		return fmt.Errorf("%q is not a valid variable name: use letters, digits and '_', not starting with a digit", name)
+	}
+	if strings.HasPrefix(name, "DBCERT_") {
+		return fmt.Errorf("%s is set by the agent for every hook run (DBCERT_INSTANCE, DBCERT_CERT_FILE, ...) and cannot be overridden; pick another name", name)
+	}
+	return nil
+}
+
+// NewExec checks o (see CheckCommand) and resolves Command[0].
 func NewExec(o ExecOptions) (*Exec, error) {
-	if len(o.Command) == 0 || o.Command[0] == "" {
+	if len(o.Command) == 0 {
 		return nil, errors.New("exec hook: command is empty; give the program and its arguments, e.g. [\"/usr/bin/systemctl\", \"reload\", \"myapp\"]")
 	}
-	name := o.Command[0]
-	path := name
-	switch {
-	case filepath.IsAbs(name):
-	case strings.ContainsRune(name, '/'):
-		return nil, fmt.Errorf("exec hook: command %q must be an absolute path or a program name found on PATH", name)
-	default:
-		p, err := exec.LookPath(name)
-		if err != nil {
-			return nil, fmt.Errorf("exec hook: command %q not found on PATH; use an absolute path: %w", name, err)
-		}
-		if !filepath.IsAbs(p) {
-			if p, err = filepath.Abs(p); err != nil {
-				return nil, fmt.Errorf("exec hook: command %q: %w", name, err)
-			}
-		}
-		path = p
+	path, err := CheckCommand(o.Command[0])
+	if err != nil {
+		return nil, fmt.Errorf("exec hook: %w", err)
 	}
 	if o.Timeout < 0 {
 		return nil, fmt.Errorf("exec hook: negative timeout %v", o.Timeout)
@@ -87,11 +131,31 @@ func NewExec(o ExecOptions) (*Exec, error) {
 	if o.MaxOutput < 0 {
 		return nil, fmt.Errorf("exec hook: negative output limit %d", o.MaxOutput)
 	}
+	environ := o.Environ
+	if environ == nil {
+		environ = os.Environ
+	}
+	env := baseEnv(environ())
+	names := make([]string, 0, len(o.Env))
+	for k := range o.Env {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	for _, k := range names {
+		if err := CheckEnvName(k); err != nil {
+			return nil, fmt.Errorf("exec hook: env: %w", err)
+		}
+		if strings.ContainsRune(o.Env[k], 0) {
+			return nil, fmt.Errorf("exec hook: env: the value of %s holds a NUL character", k)
+		}
+		env = setEnv(env, k, o.Env[k])
+	}
 	h := &Exec{
 		argv:      slices.Clone(o.Command),
 		path:      path,
 		timeout:   o.Timeout,
 		grace:     defaultKillGrace,
+		env:       env,
 		logger:    o.Logger,
 		maxOutput: o.MaxOutput,
 	}
@@ -107,23 +171,62 @@ func NewExec(o ExecOptions) (*Exec, error) {
 	return h, nil
 }
 
-// String returns "exec " and the argv, e.g. `exec /usr/bin/systemctl reload myapp`.
-func (h *Exec) String() string {
-	var b strings.Builder
-	b.WriteString("exec")
-	for _, a := range h.argv {
-		b.WriteByte(' ')
-		if a == "" || strings.ContainsAny(a, " \t\n\"'\\$`") {
-			a = strconv.Quote(a)
+// defaultPath is the hook's PATH when the agent has none.
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// baseEnv keeps PATH, HOME, LANG, LC_* and TZ of environ (PATH defaults to
+// defaultPath); nothing else of the agent's environment reaches a hook.
+func baseEnv(environ []string) []string {
+	var env []string
+	hasPath := false
+	for _, kv := range environ {
+		k, _, ok := strings.Cut(kv, "=")
+		if !ok {
+			continue
 		}
-		b.WriteString(a)
+		switch {
+		case k == "PATH":
+			hasPath = true
+		case k == "HOME", k == "LANG", k == "TZ", strings.HasPrefix(k, "LC_"):
+		default:
+			continue
+		}
+		env = setEnv(env, k, kv[len(k)+1:])
 	}
-	return b.String()
+	if !hasPath {
+		env = append(env, "PATH="+defaultPath)
+	}
+	return env
 }
 
-// Run runs the command once, with the agent's environment plus DBCERT_INSTANCE,
-// DBCERT_EVENT, DBCERT_DIR, DBCERT_CERT_FILE, DBCERT_KEY_FILE, DBCERT_CA_FILE and
-// DBCERT_NOT_AFTER (RFC 3339, UTC; empty when unknown), stdin from /dev/null,
+// setEnv sets k=v in env, replacing an earlier k.
+func setEnv(env []string, k, v string) []string {
+	for i, kv := range env {
+		if strings.HasPrefix(kv, k+"=") {
+			env[i] = k + "=" + v
+			return env
+		}
+	}
+	return append(env, k+"="+v)
+}
+
+// String names the hook briefly, "exec " and the program, e.g. `exec
+// /usr/bin/systemctl`: arguments can be long and may carry things that do not
+// belong in logs.
+func (h *Exec) String() string {
+	a := h.argv[0]
+	if strings.ContainsAny(a, " \t\n\"'\\$`") {
+		a = strconv.Quote(a)
+	}
+	return "exec " + a
+}
+
+// Run runs the command once, with a clean environment: PATH, HOME, LANG, LC_*
+// and TZ of the agent's, the options' Env, and DBCERT_INSTANCE, DBCERT_EVENT,
+// DBCERT_DIR, DBCERT_CERT_FILE, DBCERT_KEY_FILE, DBCERT_CA_FILE and
+// DBCERT_NOT_AFTER (RFC 3339, UTC; empty when unknown) — nothing else of the
+// agent's environment, so secrets given to the agent never reach a hook. Stdin
+// is /dev/null,
 // in a new process group. The captured output is logged (never the
 // environment). A non-zero exit is an error naming the command, the exit
 // status and the last output line; on timeout (or cancellation of ctx) the
@@ -135,7 +238,7 @@ func (h *Exec) Run(ctx context.Context, ev Event) error {
 	out := &capture{max: h.maxOutput}
 	cmd := exec.CommandContext(rctx, h.path)
 	cmd.Args = slices.Clone(h.argv)
-	cmd.Env = append(os.Environ(), ev.env()...)
+	cmd.Env = append(slices.Clone(h.env), ev.env()...)
 	cmd.Stdout, cmd.Stderr = out, out
 	setProcAttr(cmd)
 	cmd.Cancel = func() error { return signalGroup(cmd, syscall.SIGTERM) }

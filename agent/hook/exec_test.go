@@ -84,12 +84,17 @@ var testEvent = Event{
 	NotAfter: time.Date(2026, 1, 2, 4, 5, 6, 0, time.FixedZone("X", 3600)),
 }
 
+// TestExecEnvironment: a hook gets PATH, HOME, LANG, LC_*, TZ, its env and the
+// DBCERT_* variables, and nothing else of the agent's environment.
 func TestExecEnvironment(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "env")
-	t.Setenv("HOOK_TEST_OUT", out)
 	t.Setenv("HOOK_TEST_SECRETISH", "agent-env-value-77")
 	t.Setenv("DBCERT_INSTANCE", "stale-from-agent-env")
-	h, rec := newShExec(t, `env > "$HOOK_TEST_OUT"; echo done`, ExecOptions{})
+	t.Setenv("HOME", "/home/agent")
+	t.Setenv("LANG", "C.UTF-8")
+	t.Setenv("LC_TIME", "de_DE.UTF-8")
+	t.Setenv("TZ", "Europe/Berlin")
+	h, rec := newShExec(t, `env > "$HOOK_TEST_OUT"; echo done`, ExecOptions{Env: map[string]string{"HOOK_TEST_OUT": out, "APP_MODE": "reload"}})
 	if err := h.Run(context.Background(), testEvent); err != nil {
 		t.Fatal(err)
 	}
@@ -98,39 +103,67 @@ func TestExecEnvironment(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := map[string]string{}
-	for _, l := range strings.Split(string(b), "\n") {
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
 		if k, v, ok := strings.Cut(l, "="); ok {
 			env[k] = v
 		}
 	}
 	want := map[string]string{
-		"DBCERT_INSTANCE":     "orders",
-		"DBCERT_EVENT":        "renewed",
-		"DBCERT_DIR":          testEvent.Dir,
-		"DBCERT_CERT_FILE":    testEvent.CertFile,
-		"DBCERT_KEY_FILE":     testEvent.KeyFile,
-		"DBCERT_CA_FILE":      testEvent.CAFile,
-		"DBCERT_NOT_AFTER":    "2026-01-02T03:05:06Z",
-		"HOOK_TEST_SECRETISH": "agent-env-value-77",
-		"PATH":                os.Getenv("PATH"),
+		"DBCERT_INSTANCE":  "orders",
+		"DBCERT_EVENT":     "renewed",
+		"DBCERT_DIR":       testEvent.Dir,
+		"DBCERT_CERT_FILE": testEvent.CertFile,
+		"DBCERT_KEY_FILE":  testEvent.KeyFile,
+		"DBCERT_CA_FILE":   testEvent.CAFile,
+		"DBCERT_NOT_AFTER": "2026-01-02T03:05:06Z",
+		"PATH":             os.Getenv("PATH"),
+		"HOME":             "/home/agent",
+		"LANG":             "C.UTF-8",
+		"LC_TIME":          "de_DE.UTF-8",
+		"TZ":               "Europe/Berlin",
+		"APP_MODE":         "reload",
+		"HOOK_TEST_OUT":    out,
 	}
 	for k, v := range want {
 		if env[k] != v {
 			t.Errorf("%s = %q, want %q", k, env[k], v)
 		}
 	}
+	for k := range env {
+		if _, ok := want[k]; !ok && k != "PWD" && k != "SHLVL" && k != "_" { // the shell's own
+			t.Errorf("the hook got %s from the agent's environment", k)
+		}
+	}
+	if strings.Contains(string(b), "agent-env-value-77") {
+		t.Error("the agent's environment reached the hook")
+	}
 	if strings.Contains(rec.dump(), "agent-env-value-77") || strings.Contains(rec.dump(), "DBCERT_") {
 		t.Errorf("environment leaked into the log:\n%s", rec.dump())
 	}
-	if got := rec.attrs("hook output"); len(got) != 1 || got[0]["output"].String() != "done\n" {
+	if got := rec.attrs("hook output"); len(got) != 1 || got[0]["output"].String() != "done\n" || got[0]["hook"].String() != "exec /bin/sh" {
 		t.Errorf("output records = %v", got)
+	}
+}
+
+func TestExecEnvOptions(t *testing.T) {
+	for _, env := range []map[string]string{{"DBCERT_CERT_FILE": "/x"}, {"9X": "y"}, {"A-B": "y"}, {"": "y"}, {"OK": "a\x00b"}} {
+		if _, err := NewExec(ExecOptions{Command: []string{"/bin/true"}, Env: env}); err == nil {
+			t.Errorf("NewExec accepted env %q", env)
+		}
+	}
+	// Without PATH in the agent's environment the hook still gets a usable one.
+	h, err := NewExec(ExecOptions{Command: []string{"/bin/true"}, Environ: func() []string { return []string{"SECRET=x", "HOME=/h"} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(h.env, " "); got != "HOME=/h PATH="+defaultPath {
+		t.Errorf("env = %q", got)
 	}
 }
 
 func TestExecCAOnlyEvent(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "env")
-	t.Setenv("HOOK_TEST_OUT", out)
-	h, _ := newShExec(t, `printf '%s|%s|%s|%s' "$DBCERT_EVENT" "$DBCERT_CERT_FILE" "$DBCERT_CA_FILE" "$DBCERT_NOT_AFTER" > "$HOOK_TEST_OUT"`, ExecOptions{})
+	h, _ := newShExec(t, `printf '%s|%s|%s|%s' "$DBCERT_EVENT" "$DBCERT_CERT_FILE" "$DBCERT_CA_FILE" "$DBCERT_NOT_AFTER" > "$HOOK_TEST_OUT"`, ExecOptions{Env: map[string]string{"HOOK_TEST_OUT": out}})
 	ev := Event{Instance: "cache", Kind: KindCAChanged, Dir: "/etc/ssl/c", CAFile: "/etc/ssl/c/ca.pem"}
 	if err := h.Run(context.Background(), ev); err != nil {
 		t.Fatal(err)
@@ -222,8 +255,7 @@ func TestExecTimeoutKillsProcessGroup(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			pidFile := filepath.Join(t.TempDir(), "pid")
-			t.Setenv("HOOK_TEST_PID", pidFile)
-			h, _ := newShExec(t, tt.script, ExecOptions{Timeout: 300 * time.Millisecond})
+			h, _ := newShExec(t, tt.script, ExecOptions{Timeout: 300 * time.Millisecond, Env: map[string]string{"HOOK_TEST_PID": pidFile}})
 			h.grace = 300 * time.Millisecond
 			start := time.Now()
 			err := h.Run(context.Background(), testEvent)
@@ -276,12 +308,14 @@ func TestNewExec(t *testing.T) {
 		{name: "empty", o: ExecOptions{}, wantErr: "command is empty"},
 		{name: "empty name", o: ExecOptions{Command: []string{""}}, wantErr: "command is empty"},
 		{name: "relative path", o: ExecOptions{Command: []string{"./reload.sh"}}, wantErr: "absolute path"},
+		{name: "not executable", o: ExecOptions{Command: []string{"/etc/passwd"}}, wantErr: "not executable"},
+		{name: "directory", o: ExecOptions{Command: []string{"/etc"}}, wantErr: "is a directory"},
 		{name: "not on PATH", o: ExecOptions{Command: []string{"no-such-program-dbcert"}}, wantErr: "not found on PATH"},
 		{name: "negative timeout", o: ExecOptions{Command: []string{"/bin/true"}, Timeout: -1}, wantErr: "negative timeout"},
 		{name: "absolute", o: ExecOptions{Command: []string{"/usr/bin/systemctl", "reload", "myapp"}},
-			wantPath: "/usr/bin/systemctl", wantStr: "exec /usr/bin/systemctl reload myapp"},
+			wantPath: "/usr/bin/systemctl", wantStr: "exec /usr/bin/systemctl"},
 		{name: "on PATH", o: ExecOptions{Command: []string{"sh", "-c", "echo 'hi there'"}},
-			wantStr: `exec sh -c "echo 'hi there'"`},
+			wantStr: `exec sh`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
