@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/url"
@@ -74,8 +75,16 @@ func ResolvePath(flag string) string {
 
 // Load reads and checks the configuration at path. Errors in the file are returned as
 // *DiagError; a file that cannot be read is returned as a plain error naming the path.
+// Files larger than MaxFileSize (1 MiB) or nesting deeper than MaxNesting are refused
+// with a diagnostic before HCL parses them.
 func Load(path string, opts Options) (*Config, error) {
-	src, err := os.ReadFile(path)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	defer f.Close()
+	// One byte more than allowed is enough to tell that the file is too large.
+	src, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("reading config: %w", err)
 	}
@@ -86,6 +95,10 @@ func Load(path string, opts Options) (*Config, error) {
 // in the file are resolved against its directory. No network calls are made.
 func Parse(filename string, src []byte, opts Options) (*Config, error) {
 	opts.fill()
+	if d := checkLimits(filename, src); d != nil {
+		// Shown with a snippet, so the file is kept; HCL never parses it.
+		return nil, &DiagError{Diags: hcl.Diagnostics{d}, files: map[string]*hcl.File{filename: {Bytes: src}}}
+	}
 	p := hclparse.NewParser()
 	f, diags := p.ParseHCL(src, filename)
 	if diags.HasErrors() {
