@@ -79,6 +79,9 @@ func TestLimitsAcceptRealisticFiles(t *testing.T) {
 	// Every fixture and the example pass the scan (their errors are elsewhere).
 	files, _ := filepath.Glob("testdata/invalid/*.hcl")
 	for _, f := range append(files, "../agent.hcl.example") {
+		if strings.HasSuffix(f, "/too_deep.hcl") {
+			continue
+		}
 		src, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
