@@ -117,10 +117,12 @@ func (e *DiagError) render(w io.Writer, d *hcl.Diagnostic, width uint) error {
 	heading := d.Subject != nil
 	if heading {
 		fmt.Fprintf(w, "%s:%d:%d: %s: %s\n", d.Subject.Filename, d.Subject.Start.Line, d.Subject.Start.Column, sev, cut(d.Summary, maxSnippetWidth))
-		if line, ok := e.longLine(d.Subject); ok {
-			// HCL would quote the whole line (once per diagnostic); quote an excerpt and
-			// let HCL write only the detail.
-			fmt.Fprintf(w, "\n  on %s line %d:\n%4d: %s\n", d.Subject.Filename, d.Subject.Start.Line, d.Subject.Start.Line, line)
+		if snippet, ok := e.snippet(d); ok {
+			// HCL would quote too much, or take too long finding the lines in a big
+			// file: quote the lines here and let HCL write only the detail.
+			if _, err := io.WriteString(w, snippet); err != nil {
+				return err
+			}
 			c := *d
 			c.Subject, c.Context, c.Expression, c.EvalContext = nil, nil, nil, nil
 			d, files = &c, nil
@@ -136,38 +138,127 @@ func (e *DiagError) render(w io.Writer, d *hcl.Diagnostic, width uint) error {
 	if i := bytes.IndexByte(text, '\n'); i >= 0 && heading {
 		text = text[i+1:]
 	}
-	_, err := w.Write(text)
+	_, err := w.Write(cutLines(text, maxRenderedLine))
 	return err
 }
 
-// longLine returns an excerpt of the source line at rng when that line is longer than
-// maxSnippetWidth characters.
-func (e *DiagError) longLine(rng *hcl.Range) (string, bool) {
+// Beyond these sizes HCL's own snippet rendering gets slow (it scans the file line by
+// line for every diagnostic), so Render quotes the lines itself.
+const (
+	bigFileBytes = 256 << 10
+	bigFileLines = 4000
+)
+
+// maxSnippetLines is the most source lines quoted for one diagnostic.
+const maxSnippetLines = 8
+
+// snippet returns the source lines of d in HCL's layout ("  on FILE line N, in
+// CONTEXT:" and numbered lines) when HCL would quote too much for it (a line longer
+// than maxSnippetWidth, more than maxSnippetLines lines) or the file is big; lines are
+// cut to an excerpt around the column.
+func (e *DiagError) snippet(d *hcl.Diagnostic) (string, bool) {
+	rng := d.Subject
 	f := e.files[rng.Filename]
-	if f == nil || rng.Start.Byte < 0 || rng.Start.Byte > len(f.Bytes) {
+	if f == nil || rng.Start.Byte < 0 || rng.Start.Byte > len(f.Bytes) || rng.End.Byte > len(f.Bytes) || rng.End.Byte < rng.Start.Byte {
 		return "", false
 	}
 	src := f.Bytes
-	start := bytes.LastIndexByte(src[:rng.Start.Byte], '\n') + 1
-	end := len(src)
-	if j := bytes.IndexByte(src[rng.Start.Byte:], '\n'); j >= 0 {
-		end = rng.Start.Byte + j
+	own := len(src) > bigFileBytes || bytes.Count(src, []byte{'\n'}) > bigFileLines
+	from, to := rng.Start.Byte, rng.End.Byte
+	if c := d.Context; c != nil && c.Start.Byte >= 0 && c.End.Byte <= len(src) && c.Start.Byte <= c.End.Byte {
+		from, to = min(from, c.Start.Byte), max(to, c.End.Byte)
 	}
-	line := []rune(strings.ToValidUTF8(string(src[start:end]), "\uFFFD"))
-	if len(line) <= maxSnippetWidth {
+	lines := wholeLines(src, from, to)
+	if !own {
+		if bytes.Count(lines, []byte{'\n'}) >= maxSnippetLines {
+			own = true
+		}
+		for l := range bytes.SplitSeq(lines, []byte{'\n'}) {
+			if own || utf8.RuneCount(l) > maxSnippetWidth {
+				own = true
+				break
+			}
+		}
+	}
+	if !own {
 		return "", false
 	}
-	col := min(max(rng.Start.Column-1, 0), len(line))
-	from := max(col-maxSnippetWidth/2, 0)
-	to := min(from+maxSnippetWidth, len(line))
-	ex := string(line[from:to])
-	if from > 0 {
+	var b strings.Builder
+	where := ""
+	if cs, ok := f.Nav.(interface{ ContextString(int) string }); ok {
+		if c := cs.ContextString(rng.Start.Byte); c != "" {
+			where = ", in " + c
+		}
+	}
+	fmt.Fprintf(&b, "\n  on %s line %d%s:\n", rng.Filename, rng.Start.Line, where)
+	n := 0
+	for l := range bytes.SplitSeq(wholeLines(src, rng.Start.Byte, rng.End.Byte), []byte{'\n'}) {
+		if n == maxSnippetLines {
+			b.WriteString("      …\n")
+			break
+		}
+		col := 0
+		if n == 0 {
+			col = rng.Start.Column - 1
+		}
+		fmt.Fprintf(&b, "%4d: %s\n", rng.Start.Line+n, excerpt(l, col))
+		n++
+	}
+	return cut(b.String(), maxSnippetLines*(maxSnippetWidth+20)+maxRenderedLine), true
+}
+
+// wholeLines returns the lines of src that hold bytes from..to.
+func wholeLines(src []byte, from, to int) []byte {
+	from = bytes.LastIndexByte(src[:from], '\n') + 1
+	if j := bytes.IndexByte(src[to:], '\n'); j >= 0 {
+		to += j
+	} else {
+		to = len(src)
+	}
+	if to < from {
+		to = from
+	}
+	return src[from:to]
+}
+
+// excerpt returns line, or maxSnippetWidth characters of it around col, marked "…"
+// where cut.
+func excerpt(line []byte, col int) string {
+	r := []rune(strings.ToValidUTF8(string(line), "\uFFFD"))
+	if len(r) <= maxSnippetWidth {
+		return string(r)
+	}
+	col = min(max(col, 0), len(r))
+	lo := max(col-maxSnippetWidth/2, 0)
+	hi := min(lo+maxSnippetWidth, len(r))
+	ex := string(r[lo:hi])
+	if lo > 0 {
 		ex = "…" + ex
 	}
-	if to < len(line) {
+	if hi < len(r) {
 		ex += "…"
 	}
-	return ex, true
+	return ex
+}
+
+// maxRenderedLine caps every rendered line: a block label or a quoted value can be as
+// long as the file.
+const maxRenderedLine = 2 * maxSnippetWidth
+
+// cutLines shortens every line of text to at most n characters.
+func cutLines(text []byte, n int) []byte {
+	if utf8.RuneCount(text) <= n {
+		return text
+	}
+	var out bytes.Buffer
+	for l := range bytes.SplitAfterSeq(text, []byte{'\n'}) {
+		nl := bytes.HasSuffix(l, []byte{'\n'})
+		out.WriteString(cut(string(bytes.TrimSuffix(l, []byte{'\n'})), n))
+		if nl {
+			out.WriteByte('\n')
+		}
+	}
+	return out.Bytes()
 }
 
 // errAt makes an error diagnostic pointing at rng.

@@ -18,6 +18,10 @@ const (
 	// interpolations (${ and %{), template directives (%{ if }, %{ for }) and runs of
 	// unary operators may nest.
 	MaxNesting = 100
+	// MaxTemplateMarks is how many "$" and "%" characters one quoted string or heredoc
+	// may hold: HCL's parser takes quadratic time over them (64 KiB of "%" take
+	// seconds, 1 MiB would take an hour).
+	MaxTemplateMarks = 1000
 )
 
 // frame is one open construct during the nesting scan.
@@ -25,6 +29,7 @@ type frame struct {
 	kind   byte   // '{', '[', '(', 'i' (${ or %{), '"' (quoted string), 'h' (heredoc)
 	marker []byte // heredoc end marker
 	dirs   int    // open %{ if } / %{ for } directives inside this string or heredoc
+	marks  int    // "$" and "%" seen in this string or heredoc
 }
 
 // checkLimits returns a diagnostic when src is larger than MaxFileSize or nests deeper
@@ -38,7 +43,11 @@ func checkLimits(filename string, src []byte) *hcl.Diagnostic {
 			Subject: &hcl.Range{Filename: filename, Start: hcl.InitialPos, End: hcl.InitialPos}}
 	}
 	s := scanner{src: src, line: 1, col: 1}
-	if pos, ok := s.scan(); !ok {
+	if pos, ok := s.scan(); !ok && s.marks {
+		return &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "String too complex",
+			Detail: fmt.Sprintf("This string holds more than %d \"$\" and \"%%\" characters; the agent refuses such files to protect itself. Put long text in a file and use file(\"...\").", MaxTemplateMarks),
+			Subject: &hcl.Range{Filename: filename, Start: pos, End: hcl.Pos{Line: pos.Line, Column: pos.Column + 1, Byte: pos.Byte + 1}}}
+	} else if !ok {
 		return &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Configuration nested too deeply",
 			Detail: fmt.Sprintf("Brackets, braces, parentheses, strings, template interpolations or unary operators nest more than %d levels deep here; the agent refuses such files to protect itself. Real configurations nest a few levels.", MaxNesting),
 			Subject: &hcl.Range{Filename: filename, Start: pos, End: hcl.Pos{Line: pos.Line, Column: pos.Column + 1, Byte: pos.Byte + 1}}}
@@ -53,6 +62,7 @@ type scanner struct {
 	stack     []frame
 	dirs      int // sum of the frames' dirs
 	unary     int // length of the current run of unary operators
+	marks     bool // the scan stopped at MaxTemplateMarks, not at MaxNesting
 }
 
 func (s *scanner) depth() int { return len(s.stack) + s.dirs + s.unary }
@@ -176,22 +186,24 @@ func (s *scanner) exprStep() bool {
 }
 
 // template handles ${ and %{ (and their $${ and %%{ escapes) inside a string or
-// heredoc; it reports whether it consumed anything and whether the limit holds.
+// heredoc and counts "$" and "%"; it reports whether it consumed anything and whether
+// the limits hold.
 func (s *scanner) template() (consumed, ok bool) {
+	if c := s.src[s.i]; c != '$' && c != '%' {
+		return false, true
+	}
+	f := &s.stack[len(s.stack)-1] // the string or heredoc
+	if f.marks++; f.marks > MaxTemplateMarks {
+		s.marks = true
+		return true, false
+	}
 	switch {
 	case s.has("$${") || s.has("%%{"):
 		s.advance(3)
 		return true, true
 	case s.has("${"):
-		s.unary = 0
-		if !s.push(frame{kind: 'i'}) {
-			return true, false
-		}
-		s.advance(2)
-		return true, true
 	case s.has("%{"):
 		// Directives that open a block (if, for) nest until their end directive.
-		f := &s.stack[len(s.stack)-1]
 		switch directive(s.src[s.i+2:]) {
 		case "if", "for":
 			f.dirs++
@@ -202,14 +214,15 @@ func (s *scanner) template() (consumed, ok bool) {
 				s.dirs--
 			}
 		}
-		s.unary = 0
-		if !s.push(frame{kind: 'i'}) {
-			return true, false
-		}
-		s.advance(2)
-		return true, true
+	default:
+		return false, true
 	}
-	return false, true
+	s.unary = 0
+	if !s.push(frame{kind: 'i'}) {
+		return true, false
+	}
+	s.advance(2)
+	return true, true
 }
 
 func (s *scanner) stringStep() bool {

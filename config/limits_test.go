@@ -125,3 +125,28 @@ func TestDiagnosticsBounded(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// TestLimitsTemplateMarks: strings full of "$" or "%" (quadratic in HCL's parser) are
+// refused; a realistic number is fine.
+func TestLimitsTemplateMarks(t *testing.T) {
+	for name, src := range map[string]string{
+		"percent":        "a = \"" + strings.Repeat("%", 64<<10) + "\"\n",
+		"dollar heredoc": "a = <<EOT\n" + strings.Repeat("$", 64<<10) + "\nEOT\n",
+		"escapes":        "a = \"" + strings.Repeat("$${", 20<<10) + "\"\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := Parse("m.hcl", []byte(src), testOptions())
+			var de *DiagError
+			if !errors.As(err, &de) || len(de.Diags) != 1 || de.Diags[0].Summary != "String too complex" {
+				t.Fatalf("err = %.300v", err)
+			}
+			if !strings.HasPrefix(err.Error(), "m.hcl:") {
+				t.Errorf("no file:line:col: %.200s", err)
+			}
+		})
+	}
+	ok := "a = \"" + strings.Repeat("${x}%%{", MaxTemplateMarks/2) + "\"\nb = \"" + strings.Repeat("$", MaxTemplateMarks) + "\"\n"
+	if d := checkLimits("ok.hcl", []byte(ok)); d != nil {
+		t.Errorf("refused: %s", d.Summary)
+	}
+}
