@@ -70,6 +70,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	finished := make(chan struct{})
+	defer close(finished)
+	go exitAfterStopSignal(ctx, finished, stderr)
 	var err error
 	switch cmd, rest := args[0], args[1:]; cmd {
 	case "once":
@@ -92,6 +95,31 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = &usageError{fmt.Sprintf("unknown command %q\n\n%s", cmd, usage)}
 	}
 	return report(err, stderr)
+}
+
+// stopGrace is how long a command may take to return after SIGINT or SIGTERM.
+const stopGrace = time.Second
+
+// exitAfterStopSignal ends the process when the command has not returned (finished
+// closed) within stopGrace of SIGINT/SIGTERM (ctx done). Commands that watch ctx stop
+// cleanly well within it; the others (validate and status reading a config, anything
+// blocked on a file or a network call) would otherwise ignore the signal, since
+// signal.NotifyContext turns off the default action. Hooks still running are killed by
+// the kernel with the process (Pdeathsig) or by their own timeout.
+func exitAfterStopSignal(ctx context.Context, finished <-chan struct{}, stderr io.Writer) {
+	select {
+	case <-finished:
+		return
+	case <-ctx.Done():
+	}
+	t := time.NewTimer(stopGrace)
+	defer t.Stop()
+	select {
+	case <-finished:
+	case <-t.C:
+		fmt.Fprintf(stderr, "dbcert-agent: stopped by signal; the command did not finish within %v\n", stopGrace)
+		os.Exit(exitFailure)
+	}
 }
 
 // report prints err and maps it to an exit code.

@@ -101,6 +101,14 @@ func mutate(r *rand.Rand, src []byte) []byte {
 	b := bytes.Clone(src)
 	openers := []string{"(", "[", "{", "${", "%{", "\"", "%{ if true }", "%{ for x in y }", "!", "-", "<<EOT\n", "/*", "#", "}", ")", "]", "\\", "$${", "\n"}
 	pos := func() int { return r.IntN(len(b) + 1) }
+	// big scales the large mutations; under the race detector they stay smaller (still
+	// well past MaxNesting).
+	big := func(n int) int {
+		if raceDetector {
+			n /= 8
+		}
+		return r.IntN(max(n, 1))
+	}
 	insert := func(at int, s []byte) { b = append(b[:at], append(s, b[at:]...)...) }
 	for n := 1 + r.IntN(3); n > 0; n-- {
 		switch r.IntN(9) {
@@ -122,10 +130,10 @@ func mutate(r *rand.Rand, src []byte) []byte {
 			}
 		case 4: // deep nesting of one kind
 			o := openers[r.IntN(9)]
-			insert(pos(), []byte(strings.Repeat(o, 50+r.IntN(5000))))
+			insert(pos(), []byte(strings.Repeat(o, 50+big(5000))))
 		case 5: // deep nesting of mixed kinds
 			var s strings.Builder
-			for k := 50 + r.IntN(2000); k > 0; k-- {
+			for k := 50 + big(2000); k > 0; k-- {
 				s.WriteString(openers[r.IntN(len(openers))])
 			}
 			insert(pos(), []byte(s.String()))
@@ -134,9 +142,9 @@ func mutate(r *rand.Rand, src []byte) []byte {
 			j := i + r.IntN(min(len(b)-i, 200)+1)
 			b = append(b[:i], b[j:]...)
 		case 7: // a long line of one character
-			insert(pos(), bytes.Repeat([]byte{byte(r.IntN(128))}, 1000+r.IntN(20000)))
+			insert(pos(), bytes.Repeat([]byte{byte(r.IntN(128))}, 1000+big(6000)))
 		case 8: // many copies of the whole file
-			b = bytes.Repeat(b, 2+r.IntN(8))
+			b = bytes.Repeat(b, 2+big(4))
 		}
 	}
 	return b
