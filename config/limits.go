@@ -45,11 +45,11 @@ func checkLimits(filename string, src []byte) *hcl.Diagnostic {
 	s := scanner{src: src, line: 1, col: 1}
 	if pos, ok := s.scan(); !ok && s.marks {
 		return &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "String too complex",
-			Detail: fmt.Sprintf("This string holds more than %d \"$\" and \"%%\" characters; the agent refuses such files to protect itself. Put long text in a file and use file(\"...\").", MaxTemplateMarks),
+			Detail:  fmt.Sprintf("This string holds more than %d \"$\" and \"%%\" characters; the agent refuses such files to protect itself. Put long text in a file and use file(\"...\").", MaxTemplateMarks),
 			Subject: &hcl.Range{Filename: filename, Start: pos, End: hcl.Pos{Line: pos.Line, Column: pos.Column + 1, Byte: pos.Byte + 1}}}
 	} else if !ok {
 		return &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Configuration nested too deeply",
-			Detail: fmt.Sprintf("Brackets, braces, parentheses, strings, template interpolations or unary operators nest more than %d levels deep here; the agent refuses such files to protect itself. Real configurations nest a few levels.", MaxNesting),
+			Detail:  fmt.Sprintf("Brackets, braces, parentheses, strings, template interpolations or unary operators nest more than %d levels deep here; the agent refuses such files to protect itself. Real configurations nest a few levels.", MaxNesting),
 			Subject: &hcl.Range{Filename: filename, Start: pos, End: hcl.Pos{Line: pos.Line, Column: pos.Column + 1, Byte: pos.Byte + 1}}}
 	}
 	return nil
@@ -60,8 +60,8 @@ type scanner struct {
 	i         int // byte offset
 	line, col int // of src[i]
 	stack     []frame
-	dirs      int // sum of the frames' dirs
-	unary     int // length of the current run of unary operators
+	dirs      int  // sum of the frames' dirs
+	unary     int  // length of the current run of unary operators
 	marks     bool // the scan stopped at MaxTemplateMarks, not at MaxNesting
 }
 
