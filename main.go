@@ -17,6 +17,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -72,7 +73,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	finished := make(chan struct{})
 	defer close(finished)
-	go exitAfterStopSignal(ctx, finished, stderr)
+	guard := &stopGuard{}
+	ctx = context.WithValue(ctx, stopGuardKey{}, guard)
+	go exitAfterStopSignal(ctx, guard, finished, stderr)
 	var err error
 	switch cmd, rest := args[0], args[1:]; cmd {
 	case "once":
@@ -100,13 +103,27 @@ func run(args []string, stdout, stderr io.Writer) int {
 // stopGrace is how long a command may take to return after SIGINT or SIGTERM.
 const stopGrace = time.Second
 
+// stopGuard tells exitAfterStopSignal that a command has its own clean stop.
+type stopGuard struct{ clean atomic.Bool }
+
+type stopGuardKey struct{}
+
+// cleanStopFrom marks the command of ctx as stopping cleanly on its own from now on:
+// once, run and reset-ssl call it after loading the configuration, since from there on
+// they watch ctx and let writes and hooks already running finish (bounded by the hooks'
+// timeouts), as the README promises.
+func cleanStopFrom(ctx context.Context) {
+	if g, ok := ctx.Value(stopGuardKey{}).(*stopGuard); ok {
+		g.clean.Store(true)
+	}
+}
+
 // exitAfterStopSignal ends the process when the command has not returned (finished
-// closed) within stopGrace of SIGINT/SIGTERM (ctx done). Commands that watch ctx stop
-// cleanly well within it; the others (validate and status reading a config, anything
-// blocked on a file or a network call) would otherwise ignore the signal, since
-// signal.NotifyContext turns off the default action. Hooks still running are killed by
-// the kernel with the process (Pdeathsig) or by their own timeout.
-func exitAfterStopSignal(ctx context.Context, finished <-chan struct{}, stderr io.Writer) {
+// closed) within stopGrace of SIGINT/SIGTERM (ctx done) and has not declared a clean
+// stop of its own. Without it, commands that do not watch ctx (validate, status, and
+// every command while it loads the configuration, which may block on a file) would
+// ignore the signal, since signal.NotifyContext turns off the default action.
+func exitAfterStopSignal(ctx context.Context, guard *stopGuard, finished <-chan struct{}, stderr io.Writer) {
 	select {
 	case <-finished:
 		return
@@ -117,6 +134,9 @@ func exitAfterStopSignal(ctx context.Context, finished <-chan struct{}, stderr i
 	select {
 	case <-finished:
 	case <-t.C:
+		if guard.clean.Load() {
+			return // the command finishes its writes and hooks, then returns
+		}
 		fmt.Fprintf(stderr, "dbcert-agent: stopped by signal; the command did not finish within %v\n", stopGrace)
 		os.Exit(exitFailure)
 	}
@@ -219,6 +239,7 @@ func cmdOnce(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	cleanStopFrom(ctx)
 	a, err := agent.New(ctx, cfg, agent.Options{Logger: log})
 	if err != nil {
 		return &configError{err}
@@ -237,6 +258,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	cleanStopFrom(ctx)
 	if os.Getenv("GOGC") == "" {
 		// Live data is small (about 16 MB for 1,000 instances); halve the GC headroom so
 		// peak RSS stays near 50 MB there. GOGC in the environment overrides this.
@@ -313,6 +335,7 @@ func cmdResetSSL(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
+	cleanStopFrom(ctx)
 	a, err := agent.New(ctx, cfg, agent.Options{Logger: log})
 	if err != nil {
 		return &configError{err}

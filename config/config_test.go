@@ -29,7 +29,15 @@ func testOptions() Options {
 	}
 	env := map[string]string{"DBCERT_TEST_PROJECT": "env-proj", "KEYSTORE_PASS": "from-env"}
 	return Options{
-		LookupEnv:   func(k string) (string, bool) { v, ok := env[k]; return v, ok },
+		LookupEnv: func(k string) (string, bool) { v, ok := env[k]; return v, ok },
+		// file() reads nothing of the machine's: fuzzed and mutated configs could name
+		// any path (a FIFO would block).
+		ReadFile: func(path string, _ int64) ([]byte, error) {
+			if strings.HasPrefix(path, "/nonexistent/") {
+				return nil, fmt.Errorf("open %s: no such file or directory", path)
+			}
+			return []byte("content of " + filepath.Base(path)), nil
+		},
 		LookupUser:  lookup,
 		LookupGroup: lookup,
 	}

@@ -2,8 +2,6 @@ package config
 
 import (
 	"fmt"
-	"io"
-	"os"
 	"path/filepath"
 
 	"github.com/hashicorp/hcl/v2"
@@ -16,11 +14,11 @@ const maxFileFuncSize = 1 << 20
 
 // evalContext offers the functions a config may call: env(name) and file(path).
 // file() resolves relative paths against baseDir.
-func evalContext(baseDir string, lookupEnv func(string) (string, bool)) *hcl.EvalContext {
+func evalContext(baseDir string, lookupEnv func(string) (string, bool), readFile func(string, int64) ([]byte, error)) *hcl.EvalContext {
 	return &hcl.EvalContext{
 		Functions: map[string]function.Function{
 			"env":  envFunc(lookupEnv),
-			"file": fileFunc(baseDir),
+			"file": fileFunc(baseDir, readFile),
 		},
 	}
 }
@@ -44,7 +42,7 @@ func envFunc(lookupEnv func(string) (string, bool)) function.Function {
 	})
 }
 
-func fileFunc(baseDir string) function.Function {
+func fileFunc(baseDir string, readFile func(string, int64) ([]byte, error)) function.Function {
 	return function.New(&function.Spec{
 		Description: "Returns the contents of a file (at most 1 MiB), relative to the config file's directory.",
 		Params:      []function.Parameter{{Name: "path", Type: cty.String}},
@@ -54,12 +52,7 @@ func fileFunc(baseDir string) function.Function {
 			if !filepath.IsAbs(p) {
 				p = filepath.Join(baseDir, p)
 			}
-			f, err := os.Open(p)
-			if err != nil {
-				return cty.UnknownVal(cty.String), err
-			}
-			defer f.Close()
-			data, err := io.ReadAll(io.LimitReader(f, maxFileFuncSize+1))
+			data, err := readFile(p, maxFileFuncSize)
 			if err != nil {
 				return cty.UnknownVal(cty.String), err
 			}

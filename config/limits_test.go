@@ -79,7 +79,7 @@ func TestLimitsAcceptRealisticFiles(t *testing.T) {
 	// Every fixture and the example pass the scan (their errors are elsewhere).
 	files, _ := filepath.Glob("testdata/invalid/*.hcl")
 	for _, f := range append(files, "../agent.hcl.example") {
-		if strings.HasSuffix(f, "/too_deep.hcl") {
+		if strings.HasSuffix(f, "/too_deep.hcl") || strings.HasSuffix(f, "/too_many_template_marks.hcl") {
 			continue
 		}
 		src, err := os.ReadFile(f)

@@ -32,6 +32,9 @@ import (
 type Options struct {
 	// LookupEnv backs env(); default os.LookupEnv.
 	LookupEnv func(string) (string, bool)
+	// ReadFile backs file(); it returns at most limit+1 bytes so that a larger file is
+	// noticed. Default: read the file from disk.
+	ReadFile func(path string, limit int64) ([]byte, error)
 	// LookupUser and LookupGroup resolve owner/group names to ids; default os/user.
 	LookupUser  func(name string) (int, error)
 	LookupGroup func(name string) (int, error)
@@ -40,6 +43,16 @@ type Options struct {
 func (o *Options) fill() {
 	if o.LookupEnv == nil {
 		o.LookupEnv = os.LookupEnv
+	}
+	if o.ReadFile == nil {
+		o.ReadFile = func(path string, limit int64) ([]byte, error) {
+			f, err := os.Open(path)
+			if err != nil {
+				return nil, err
+			}
+			defer f.Close()
+			return io.ReadAll(io.LimitReader(f, limit+1))
+		}
 	}
 	if o.LookupUser == nil {
 		o.LookupUser = func(name string) (int, error) {
@@ -108,7 +121,7 @@ func Parse(filename string, src []byte, opts Options) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &loader{opts: opts, baseDir: absDir, ctx: evalContext(absDir, opts.LookupEnv)}
+	l := &loader{opts: opts, baseDir: absDir, ctx: evalContext(absDir, opts.LookupEnv, opts.ReadFile)}
 	cfg := l.load(f.Body)
 	l.diags = append(diags, l.diags...)
 	if l.diags.HasErrors() {

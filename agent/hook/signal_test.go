@@ -338,3 +338,27 @@ func TestParsePID(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParsePID: parsePID never panics, and what it accepts is exactly one decimal pid
+// in 2..maxPID, optionally followed by white space.
+func FuzzParsePID(f *testing.F) {
+	for _, s := range []string{"1234", "1234\n", "77 \r\n", "4194304", "4194305", "0", "1", "", " 12", "+12", "-5", "12 13", "0x10", "１２", "00012", "\n", "9999999", "12\x00"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		pid, err := parsePID("f", b)
+		if err != nil {
+			if pid != 0 {
+				t.Fatalf("error %v with pid %d", err, pid)
+			}
+			return
+		}
+		if pid <= 1 || pid > maxPID {
+			t.Fatalf("accepted pid %d from %q", pid, b)
+		}
+		digits := strings.TrimRight(string(b), " \t\r\n")
+		if strings.TrimLeft(digits, "0") != strconv.Itoa(pid) {
+			t.Fatalf("parsed %q as %d", b, pid)
+		}
+	})
+}
