@@ -275,3 +275,40 @@ func TestRunKeepsConfigOnHostileReload(t *testing.T) {
 		t.Errorf("the files are gone: %v", err)
 	}
 }
+
+// TestOnceStopsOnSignalWhileRetrying: after loading its config, once stops on its own
+// when signalled in the middle of retrying a failing API.
+func TestOnceStopsOnSignalWhileRetrying(t *testing.T) {
+	e := newEnv(t, emulator.Options{})
+	e.emu.Inject(emulator.Fault{Match: "generateEphemeralCert", Status: 503})
+	cfg := e.config(e.instanceBlock("orders", filepath.Join(e.dir, "out"), "pem", filepath.Join(e.dir, "hook")))
+	cmd := exec.Command(binary, "once", "-config", cfg, "-timeout", "5m")
+	var logs lockedBuffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(logs.String(), "will retry") {
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			<-done
+			t.Fatalf("no retry logged:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-done:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+			t.Errorf("exit = %v, want 1", err)
+		}
+	case <-time.After(10 * time.Second): // a hang detector
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("once did not stop on SIGTERM:\n%s", logs.String())
+	}
+}
