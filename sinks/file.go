@@ -471,6 +471,11 @@ func (f *File) writeLocked(ctx context.Context, d *dirHandle, b *bundle.Bundle, 
 // the same material, engine and DNS name (readAll has compared the other derived files
 // with old), and key stores that open with pw and hold b's material.
 func (f *File) sameFiles(d *dirHandle, gen string, old, b *bundle.Bundle, pw bundle.Secret) bool {
+	if !f.token && f.pgUser == "" && b.LoginToken != "" {
+		stored := *b // this sink does not store the login token
+		stored.LoginToken = ""
+		b = &stored
+	}
 	if !bundle.Equal(old, b) {
 		return false
 	}
