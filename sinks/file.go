@@ -435,7 +435,35 @@ func (f *File) Write(ctx context.Context, b *bundle.Bundle) (changed bool, err e
 		return false, fmt.Errorf("%s: %w", f, err)
 	}
 	defer unlock()
-	return f.writeLocked(ctx, d, b, pw)
+	changed, err = f.writeLocked(ctx, d, b, pw)
+	if err != nil && !changed {
+		err = diskFault(f, err)
+	}
+	return changed, err
+}
+
+// diskFaultError is a write that failed because the file system is full or read-only:
+// one sentence naming the sink and the cause, since nothing of the attempt is left.
+type diskFaultError struct {
+	sink  string
+	errno unix.Errno
+	err   error
+}
+
+func (e *diskFaultError) Error() string {
+	return fmt.Sprintf("%s: %s, so no new files were written and the previous files are unchanged", e.sink, e.errno.Error())
+}
+
+func (e *diskFaultError) Unwrap() error { return e.err }
+
+// diskFault turns an error of a write that changed nothing into a diskFaultError when
+// its cause is a full (ENOSPC, EDQUOT) or read-only (EROFS) file system.
+func diskFault(f *File, err error) error {
+	var errno unix.Errno
+	if errors.As(err, &errno) && (errno == unix.ENOSPC || errno == unix.EDQUOT || errno == unix.EROFS) {
+		return &diskFaultError{sink: f.String(), errno: errno, err: err}
+	}
+	return err
 }
 
 func (f *File) writeLocked(ctx context.Context, d *dirHandle, b *bundle.Bundle, pw bundle.Secret) (bool, error) {
