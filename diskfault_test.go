@@ -153,4 +153,3 @@ func TestOnceDiskFaults(t *testing.T) {
 		})
 	}
 }
-
