@@ -235,14 +235,9 @@ func (f *File) files(b *bundle.Bundle, pw bundle.Secret, now time.Time) ([]genFi
 	}
 	var out []genFile
 	for _, n := range f.names(kindOf(b)) {
-		gf := genFile{name: n, mode: certMode}
+		gf := genFile{name: n, mode: f.modeOf(n)}
 		switch n {
-		case f.layout.key, f.layout.pk8, tokenName:
-			gf.mode = f.keyMode
-		case pgpassName:
-			gf.mode = 0o600
 		case keystoreName:
-			gf.mode = f.keyMode
 			gf.data, err = encodeKeyStore(b, pw)
 		case truststoreName:
 			gf.data, err = encodeTrustStore(b, pw)
@@ -256,6 +251,18 @@ func (f *File) files(b *bundle.Bundle, pw bundle.Secret, now time.Time) ([]genFi
 		out = append(out, gf)
 	}
 	return append(out, genFile{name: metaName, data: metaOf(b, now).encode(), mode: metaMode}), nil
+}
+
+// modeOf is the mode of the visible name n: KeyMode for everything holding the private
+// key or the login token, 0600 for .pgpass (libpq's rule), 0644 for the rest.
+func (f *File) modeOf(n string) os.FileMode {
+	switch n {
+	case f.layout.key, f.layout.pk8, keystoreName, tokenName:
+		return f.keyMode
+	case pgpassName:
+		return 0o600
+	}
+	return certMode
 }
 
 // checkShape refuses a nil bundle, one without CAs, and a key without a certificate or
@@ -653,14 +660,7 @@ func (f *File) refresh(d *dirHandle, gen string, b, old *bundle.Bundle) error {
 	defer g.close()
 	k := kindOf(b)
 	for _, n := range f.names(k) {
-		mode := certMode
-		switch n {
-		case f.layout.key, f.layout.pk8, tokenName, keystoreName:
-			mode = f.keyMode
-		case pgpassName:
-			mode = 0o600
-		}
-		if _, err := g.fixOwnerMode(n, mode, f.uid, f.gid); err != nil {
+		if _, err := g.fixOwnerMode(n, f.modeOf(n), f.uid, f.gid); err != nil {
 			return fmt.Errorf("%s: %w", f, err)
 		}
 	}
