@@ -1,6 +1,8 @@
 package sinks
 
 import (
+	"errors"
+	"io/fs"
 	"slices"
 
 	"github.com/dbcert-agent/dbcert-agent/agent/bundle"
@@ -95,4 +97,26 @@ func (f *File) split(k kind) (want, drop []string) {
 		}
 	}
 	return want, drop
+}
+
+// Preflight reports, without writing anything, whether a Write could be refused because
+// a name the sink writes is taken by a file it did not create (the error wraps
+// ErrForeign) or because Dir is not a real directory. clientCert says whether the
+// instance issues client certificates. It checks every name of Names but the
+// connection files (which depend on the engine the API reports; Write checks those).
+// Callers can use it before asking an API for material the sink would then refuse. A
+// missing Dir is no error.
+func (f *File) Preflight(clientCert bool) error {
+	d, err := f.openDir(false)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer d.close()
+	if _, err := readData(d); err != nil {
+		return err
+	}
+	return checkVisible(d, f.names(kind{client: clientCert}))
 }

@@ -205,3 +205,22 @@ func TestCurrentWithoutMetadata(t *testing.T) {
 		t.Fatalf("the unchanged write did not add the metadata: %v", err)
 	}
 }
+
+// TestPreflight: a foreign file at a name the sink writes is found before any write
+// (and before any API call the caller would make); a missing directory is fine.
+func TestPreflight(t *testing.T) {
+	dir := sinkDir(t)
+	f := newSink(t, fullOpts(dir))
+	must(t, f.Preflight(true))
+	must(t, os.MkdirAll(dir, 0o755))
+	must(t, os.WriteFile(filepath.Join(dir, "key.pk8"), []byte("x"), 0o600))
+	if err := f.Preflight(true); !errors.Is(err, ErrForeign) {
+		t.Fatalf("Preflight with a foreign key.pk8: %v, want ErrForeign", err)
+	}
+	if err := f.Preflight(false); err != nil {
+		t.Fatalf("Preflight of a CA-only instance minds key.pk8: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, dataLink)); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("Preflight wrote something: %v", err)
+	}
+}
