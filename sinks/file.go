@@ -675,6 +675,8 @@ func (f *File) refresh(d *dirHandle, gen string, b, old *bundle.Bundle) error {
 		if err := f.replaceMeta(g, m); err != nil {
 			return fmt.Errorf("%s: updating the metadata: %w", f, err)
 		}
+	} else if _, err := g.fixOwnerMode(metaName, metaMode, f.uid, f.gid); err != nil {
+		return fmt.Errorf("%s: %w", f, err)
 	}
 	want, drop := f.split(k)
 	linked, err := repairLinks(d, want, drop)
