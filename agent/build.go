@@ -10,6 +10,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/dbcert-agent/dbcert-agent/agent/alloydb"
+	"github.com/dbcert-agent/dbcert-agent/agent/bundle"
 	"github.com/dbcert-agent/dbcert-agent/agent/cloudsql"
 	"github.com/dbcert-agent/dbcert-agent/agent/gcpauth"
 	"github.com/dbcert-agent/dbcert-agent/agent/geminidb"
@@ -79,7 +80,7 @@ type builder struct {
 func (b *builder) instance(ci *config.Instance) (*Instance, error) {
 	in := &Instance{Name: ci.Name, Renewal: ci.Renewal, Spec: ci, NeedsKey: ci.IssuesClientCert()}
 	for i, cs := range ci.Sinks {
-		s, err := newFileSink(cs)
+		s, err := newFileSink(ci, cs)
 		if err != nil {
 			return nil, err
 		}
@@ -190,10 +191,18 @@ func (b *builder) huaweiClient(hc *config.HuaweiCredentials) (*http.Client, erro
 	return c, err
 }
 
-// newFileSink makes the sink of a `sink "file"` block.
-func newFileSink(cs config.FileSink) (*sinks.File, error) {
-	return sinks.NewFile(sinks.FileOptions{Dir: cs.Dir, Layout: cs.Layout, UID: cs.UID, GID: cs.GID,
-		KeyMode: cs.KeyMode, Token: cs.Token, PGPassUser: cs.PGPassUser})
+// newFileSink makes the sink of a `sink "file"` block of instance ci: its pkcs12 block
+// and the instance's connection block become sink options.
+func newFileSink(ci *config.Instance, cs config.FileSink) (*sinks.File, error) {
+	o := sinks.FileOptions{Dir: cs.Dir, Layout: cs.Layout, UID: cs.UID, GID: cs.GID,
+		KeyMode: cs.KeyMode, Token: cs.Token, PGPassUser: cs.PGPassUser}
+	if p := cs.PKCS12; p != nil {
+		o.PKCS12 = &sinks.PKCS12Options{PasswordFile: p.PasswordFile, Password: bundle.Secret(p.Password.Reveal())}
+	}
+	if c := ci.Connection; c != nil {
+		o.Connection = &sinks.Connection{Service: ci.Name, User: c.User, DBName: c.DBName, Host: c.Host, Port: c.Port}
+	}
+	return sinks.NewFile(o)
 }
 
 func newHook(ch config.Hook, log *slog.Logger) (Hook, error) {

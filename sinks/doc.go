@@ -15,6 +15,18 @@
 //
 // Every name starting with ".." is reserved for the sink.
 //
+// Besides certificate, key and CA, a sink may write (each only when configured, all in
+// the same generation, so they switch together): the same key as PKCS#8 DER (key.pk8 /
+// postgresql.pk8, always, for pgjdbc), the login token files (token, .pgpass), Java key
+// stores (keystore.p12, truststore.p12; see PKCS12Options) and connection files
+// (pg_service.conf and connection.env for PostgreSQL engines, my.cnf and connection.env
+// for MySQL; see Connection). [File.Names] is the one list of the visible names the sink
+// writes for a bundle: Write checks every one of them before writing anything, and
+// Current expects exactly these. Each generation also holds "..meta.json" (never a
+// visible name): the bundle's Issued, TokenExpiry, Host, Engine and DNSName, which
+// Current returns; an unchanged bundle with a later Issued (a CA-only instance's next
+// download) replaces only that file, atomically.
+//
 // A write builds a complete new generation directory — each file created exclusively,
 // owner and exact mode set on the open descriptor before any data, data fsynced, the
 // key first, then the certificate, then the CA; then the directory itself is fsynced —

@@ -3,12 +3,13 @@ package sinks
 import (
 	"bytes"
 	"context"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -21,7 +22,7 @@ import (
 // Modes the sink applies.
 const (
 	defaultKeyMode os.FileMode = 0o600 // private key, when FileOptions.KeyMode is 0
-	certMode       os.FileMode = 0o644 // certificates and CA, always
+	certMode       os.FileMode = 0o644 // certificates, CA and connection files, always
 	dirMode        os.FileMode = 0o755 // Dir when the sink creates it, and generation dirs
 )
 
@@ -31,8 +32,9 @@ type FileOptions struct {
 	// (or Lock) when missing: Dir itself with exactly 0755, missing parents with 0755 less
 	// the umask. Dir itself must not be a symlink; its parents may be.
 	Dir string
-	// Layout selects the file names: "pem" (default when empty) writes cert.pem, key.pem
-	// and ca.pem; "libpq" writes postgresql.crt, postgresql.key and root.crt.
+	// Layout selects the file names: "pem" (default when empty) writes cert.pem, key.pem,
+	// key.pk8 and ca.pem; "libpq" writes postgresql.crt, postgresql.key, postgresql.pk8
+	// and root.crt.
 	Layout string
 	// UID is the owner applied to every file on every write. -1 leaves the owner as the
 	// process creates it. Note that 0 is not "unset": it means root.
@@ -40,38 +42,59 @@ type FileOptions struct {
 	// GID is the group applied to every file on every write; -1 leaves it unchanged.
 	// Like UID, 0 means group root.
 	GID int
-	// KeyMode is the private key's mode; 0 means 0600. Only permission bits, and no world
-	// bits. Certificates and the CA are always 0644.
+	// KeyMode is the mode of the private key files (PEM, DER, key store, token); 0 means
+	// 0600. Only permission bits, and no world bits. Certificates, the CA, the trust store
+	// and connection files are always 0644.
 	KeyMode os.FileMode
 	// Token also writes the bundle's IAM login token to "token" (mode KeyMode).
 	Token bool
 	// PGPassUser, when set, also writes ".pgpass" (mode 0600, as libpq requires) with
 	// one line "host:*:*:PGPassUser:token" (host from the bundle; any port, any db).
 	PGPassUser string
+	// PKCS12, when set, also writes keystore.p12 and truststore.p12 (see PKCS12Options).
+	PKCS12 *PKCS12Options
+	// Connection, when set, also writes connection files for client-certificate bundles
+	// of PostgreSQL and MySQL engines (see Connection). nil: none.
+	Connection *Connection
 }
 
-// Names of the optional login-token files (manual IAM database authentication).
-const (
-	tokenName  = "token"
-	pgpassName = ".pgpass"
-)
+// Connection says how clients connect (spec §7). For a bundle whose Engine starts with
+// "POSTGRES" the sink writes pg_service.conf and connection.env (libpq variables,
+// DATABASE_URL, JDBC_URL); for "MYSQL" my.cnf and connection.env (MYSQL_HOST,
+// MYSQL_TCP_PORT). Other engines (SQL Server, unknown) and CA-only bundles get none.
+// All paths in them are the sink's absolute visible names.
+type Connection struct {
+	// Service names the pg_service.conf section: the instance name. Required.
+	Service string
+	User    string // database user; "" leaves it out
+	DBName  string // database; "" leaves it out
+	// Host overrides the bundle's Host (the address from the API); "" uses the bundle's.
+	Host string
+	// Port; 0 is the engine's default (5432 PostgreSQL, 3306 MySQL).
+	Port int
+}
 
-// extraNames are visible names a sink may write besides its layout's.
-var extraNames = []string{tokenName, pgpassName}
-
-// Paths are the absolute visible paths of a sink's files. All three are always filled
-// from the layout, also for CA-only bundles (whose cert and key names do not exist).
-type Paths struct{ Cert, Key, CA string }
+// Paths are the absolute visible paths of a sink's files, all filled from the layout and
+// the fixed names, whether or not the sink writes them for a given bundle (see Names).
+type Paths struct {
+	Cert, Key, CA string
+	KeyDER        string // PKCS#8 DER key: key.pk8 / postgresql.pk8
+	KeyStore      string // keystore.p12
+	TrustStore    string // truststore.p12
+	PGService     string // pg_service.conf
+	ConnEnv       string // connection.env
+	MyCnf         string // my.cnf
+}
 
 // layout is a set of visible file names.
-type layout struct{ name, cert, key, ca string }
+type layout struct{ name, cert, key, pk8, ca string }
 
 var layouts = []layout{
-	{name: "pem", cert: "cert.pem", key: "key.pem", ca: "ca.pem"},
-	{name: "libpq", cert: "postgresql.crt", key: "postgresql.key", ca: "root.crt"},
+	{name: "pem", cert: "cert.pem", key: "key.pem", pk8: "key.pk8", ca: "ca.pem"},
+	{name: "libpq", cert: "postgresql.crt", key: "postgresql.key", pk8: "postgresql.pk8", ca: "root.crt"},
 }
 
-func (l layout) names() []string { return []string{l.cert, l.key, l.ca} }
+func (l layout) names() []string { return []string{l.cert, l.key, l.pk8, l.ca} }
 
 // File is a file sink: it stores bundles in a directory it owns, switching all files of
 // a bundle together (see the package documentation). Create one with NewFile.
@@ -83,6 +106,8 @@ type File struct {
 	keyMode os.FileMode
 	token   bool
 	pgUser  string
+	p12     *PKCS12Options
+	conn    *Connection
 
 	mu sync.Mutex // serialises Write
 
@@ -91,7 +116,8 @@ type File struct {
 	hook func(step string) error
 }
 
-// NewFile validates opts and returns the sink. It does not touch the disk.
+// NewFile validates opts and returns the sink. It does not touch the disk (the PKCS#12
+// password is read at every Write, not here).
 func NewFile(opts FileOptions) (*File, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("file sink: dir is required")
@@ -117,7 +143,33 @@ func NewFile(opts FileOptions) (*File, error) {
 	if strings.ContainsAny(opts.PGPassUser, "\n\r") {
 		return nil, fmt.Errorf("file sink %s: the .pgpass user holds a line break", dir)
 	}
-	return &File{dir: dir, layout: l, uid: opts.UID, gid: opts.GID, keyMode: mode, token: opts.Token, pgUser: opts.PGPassUser}, nil
+	if p := opts.PKCS12; p != nil && p.PasswordFile == "" && p.Password == "" {
+		return nil, fmt.Errorf("file sink %s: pkcs12 needs password_file or password", dir)
+	}
+	f := &File{dir: dir, layout: l, uid: opts.UID, gid: opts.GID, keyMode: mode, token: opts.Token, pgUser: opts.PGPassUser, p12: opts.PKCS12}
+	if c := opts.Connection; c != nil {
+		cc := *c
+		f.conn = &cc
+		if err := f.checkConnection(); err != nil {
+			return nil, fmt.Errorf("file sink %s: %w", dir, err)
+		}
+	}
+	return f, nil
+}
+
+// checkConnection validates the configured connection values in every format, with a
+// placeholder for a host the API will give.
+func (f *File) checkConnection() error {
+	if f.conn.Port < 0 || f.conn.Port > 65535 {
+		return fmt.Errorf("connection port %d is out of range", f.conn.Port)
+	}
+	for _, e := range []string{"POSTGRES", "MYSQL"} {
+		p := f.connParams(&bundle.Bundle{Host: "host.invalid", Engine: e})
+		if _, err := f.connFiles(p, engineOf(e)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func lookupLayout(name string) (layout, error) {
@@ -148,10 +200,11 @@ func keyMode(m os.FileMode) (os.FileMode, error) {
 
 // Paths returns the absolute visible paths of the sink's files.
 func (f *File) Paths() Paths {
+	j := func(n string) string { return filepath.Join(f.dir, n) }
 	return Paths{
-		Cert: filepath.Join(f.dir, f.layout.cert),
-		Key:  filepath.Join(f.dir, f.layout.key),
-		CA:   filepath.Join(f.dir, f.layout.ca),
+		Cert: j(f.layout.cert), Key: j(f.layout.key), CA: j(f.layout.ca), KeyDER: j(f.layout.pk8),
+		KeyStore: j(keystoreName), TrustStore: j(truststoreName),
+		PGService: j(pgServiceName), ConnEnv: j(connEnvName), MyCnf: j(myCnfName),
 	}
 }
 
@@ -168,38 +221,138 @@ type genFile struct {
 	mode os.FileMode
 }
 
-// files encodes b into the files of one generation, key first, then cert, then CA. It
+// files encodes b into the files of one generation, one per name of f.names, in that
+// order, followed by the metadata. pw is the PKCS#12 password ("" without PKCS12). It
 // refuses a nil bundle, one without CAs, and a key without a certificate or vice versa;
 // everything else about the material is the caller's to verify (bundle.Verify).
-func (f *File) files(b *bundle.Bundle) ([]genFile, error) {
-	if b == nil {
-		return nil, fmt.Errorf("%s: %w: nil bundle", f, bundle.ErrInvalid)
-	}
-	if len(b.CAs) == 0 {
-		return nil, fmt.Errorf("%s: %w: bundle without CA certificates", f, bundle.ErrInvalid)
-	}
-	if (b.Key == nil) != (len(b.Chain) == 0) {
-		return nil, fmt.Errorf("%s: %w: bundle needs both a private key and a certificate, or neither", f, bundle.ErrInvalid)
-	}
-	ca := genFile{name: f.layout.ca, data: b.CAPEM(), mode: certMode}
-	if b.Key == nil {
-		return []genFile{ca}, nil
-	}
-	key, err := b.KeyPEM()
-	if err != nil {
+func (f *File) files(b *bundle.Bundle, pw bundle.Secret, now time.Time) ([]genFile, error) {
+	if err := checkShape(b); err != nil {
 		return nil, fmt.Errorf("%s: %w", f, err)
 	}
-	out := []genFile{{name: f.layout.key, data: key, mode: f.keyMode}}
-	extra, err := f.tokenFiles(b)
+	det, err := f.derived(b)
 	if err != nil {
 		return nil, err
 	}
-	out = append(out, extra...)
-	return append(out, genFile{name: f.layout.cert, data: b.ChainPEM(), mode: certMode}, ca), nil
+	var out []genFile
+	for _, n := range f.names(kindOf(b)) {
+		gf := genFile{name: n, mode: f.modeOf(n)}
+		switch n {
+		case keystoreName:
+			gf.data, err = encodeKeyStore(b, pw)
+		case truststoreName:
+			gf.data, err = encodeTrustStore(b, pw)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", f, err)
+		}
+		if gf.data == nil {
+			gf.data = det[n]
+		}
+		out = append(out, gf)
+	}
+	return append(out, genFile{name: metaName, data: metaOf(b, now).encode(), mode: metaMode}), nil
 }
 
-// tokenFiles are the optional login-token files of b (token, .pgpass).
-func (f *File) tokenFiles(b *bundle.Bundle) ([]genFile, error) {
+// modeOf is the mode of the visible name n: KeyMode for everything holding the private
+// key or the login token, 0600 for .pgpass (libpq's rule), 0644 for the rest.
+func (f *File) modeOf(n string) os.FileMode {
+	switch n {
+	case f.layout.key, f.layout.pk8, keystoreName, tokenName:
+		return f.keyMode
+	case pgpassName:
+		return 0o600
+	}
+	return certMode
+}
+
+// checkShape refuses a nil bundle, one without CAs, and a key without a certificate or
+// vice versa.
+func checkShape(b *bundle.Bundle) error {
+	switch {
+	case b == nil:
+		return fmt.Errorf("%w: nil bundle", bundle.ErrInvalid)
+	case len(b.CAs) == 0:
+		return fmt.Errorf("%w: bundle without CA certificates", bundle.ErrInvalid)
+	case (b.Key == nil) != (len(b.Chain) == 0):
+		return fmt.Errorf("%w: bundle needs both a private key and a certificate, or neither", bundle.ErrInvalid)
+	}
+	return nil
+}
+
+// derived returns the content of every file of f.names(kindOf(b)) that is a pure
+// function of b (everything but the PKCS#12 files, which are salted), by name. Write
+// writes them and Current compares them byte for byte.
+func (f *File) derived(b *bundle.Bundle) (map[string][]byte, error) {
+	k := kindOf(b)
+	out := map[string][]byte{f.layout.ca: b.CAPEM()}
+	if !k.client {
+		return out, nil
+	}
+	keyPEM, err := b.KeyPEM()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", f, err)
+	}
+	blk, _ := pem.Decode(keyPEM)
+	out[f.layout.key], out[f.layout.pk8], out[f.layout.cert] = keyPEM, blk.Bytes, b.ChainPEM()
+	tok, err := f.tokenFiles(b)
+	if err != nil {
+		return nil, err
+	}
+	maps.Copy(out, tok)
+	if f.conn != nil && k.engine != engineNone {
+		conn, err := f.connFiles(f.connParams(b), k.engine)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w: %w", f, bundle.ErrInvalid, err)
+		}
+		maps.Copy(out, conn)
+	}
+	return out, nil
+}
+
+// connParams are the values of the connection files for b.
+func (f *File) connParams(b *bundle.Bundle) connParams {
+	c, p := f.conn, f.Paths()
+	cp := connParams{Service: c.Service, Host: c.Host, Port: c.Port, User: c.User, DBName: c.DBName,
+		Cert: p.Cert, Key: p.Key, KeyDER: p.KeyDER, CA: p.CA}
+	if cp.Host == "" {
+		cp.Host = b.Host
+	}
+	if cp.Port == 0 {
+		cp.Port = defaultPostgresPort
+		if engineOf(b.Engine) == engineMySQL {
+			cp.Port = defaultMySQLPort
+		}
+	}
+	return cp
+}
+
+// connFiles formats the connection files of engine e.
+func (f *File) connFiles(p connParams, e engineKind) (map[string][]byte, error) {
+	if p.Host == "" {
+		return nil, errors.New("no host address for the connection files (set connection host, or the API gave none)")
+	}
+	out := map[string][]byte{}
+	var err error
+	switch e {
+	case enginePostgres:
+		if out[pgServiceName], err = formatPGService(p); err != nil {
+			return nil, err
+		}
+		out[connEnvName], err = formatPGEnv(p)
+	case engineMySQL:
+		if out[myCnfName], err = formatMyCnf(p); err != nil {
+			return nil, err
+		}
+		out[connEnvName], err = formatMySQLEnv(p)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// tokenFiles are the optional login-token files of b (token, .pgpass), by name.
+func (f *File) tokenFiles(b *bundle.Bundle) (map[string][]byte, error) {
 	if !f.token && f.pgUser == "" {
 		return nil, nil
 	}
@@ -207,16 +360,16 @@ func (f *File) tokenFiles(b *bundle.Bundle) ([]genFile, error) {
 	if tok == "" || strings.ContainsAny(tok, "\n\r") {
 		return nil, fmt.Errorf("%s: %w: no usable login token for the token/.pgpass files", f, bundle.ErrInvalid)
 	}
-	var out []genFile
+	out := map[string][]byte{}
 	if f.token {
-		out = append(out, genFile{name: tokenName, data: []byte(tok + "\n"), mode: f.keyMode})
+		out[tokenName] = []byte(tok + "\n")
 	}
 	if f.pgUser != "" {
 		if b.Host == "" {
 			return nil, fmt.Errorf("%s: %w: no host address for .pgpass", f, bundle.ErrInvalid)
 		}
 		line := strings.Join([]string{pgpassEscape(b.Host), "*", "*", pgpassEscape(f.pgUser), pgpassEscape(tok)}, ":") + "\n"
-		out = append(out, genFile{name: pgpassName, data: []byte(line), mode: 0o600})
+		out[pgpassName] = []byte(line)
 	}
 	return out, nil
 }
@@ -243,28 +396,20 @@ func pgpassHost(line string) string {
 	return b.String()
 }
 
-// visible splits all known visible names into those a generation of files needs and
-// those that must not exist (this layout's unused names, and the other layouts' names).
-func (f *File) visible(files []genFile) (want, drop []string) {
-	for _, gf := range files {
-		want = append(want, gf.name)
-	}
-	for _, l := range layouts {
-		for _, n := range append(l.names(), extraNames...) {
-			if !slices.Contains(want, n) && !slices.Contains(drop, n) {
-				drop = append(drop, n)
-			}
-		}
-	}
-	return want, drop
-}
-
 // Write stores b as the sink's current generation.
 //
-// When the current generation already holds an equal bundle (bundle.Equal), Write
-// writes no new generation and returns changed=false; it still re-applies owner and
-// mode to the current files (through descriptors) where they drifted, repairs the
-// visible links and removes leftovers of crashed writes. Otherwise it writes a new
+// Before writing anything it checks every visible name the sink writes for b (Names):
+// one that exists and is not the sink's own link is refused, and the refusal changes
+// nothing (no new generation, ..data unchanged). The PKCS#12 password is read here, at
+// every Write.
+//
+// When the current generation already holds the same files — an equal bundle
+// (bundle.Equal), key stores that open with the current password and hold its material
+// — Write writes no new generation and returns changed=false; it still re-applies owner
+// and mode to the current files (through descriptors) where they drifted, repairs the
+// visible links, removes leftovers of crashed writes, and atomically replaces the
+// generation's metadata when b brings a later Issued (a CA-only instance's newer
+// download of an unchanged CA) or another token expiry. Otherwise it writes a new
 // generation and commits it atomically (see the package documentation); changed is
 // true once that commit happened, even if a later clean-up step returns an error (the
 // next Write repairs it).
@@ -273,9 +418,14 @@ func (f *File) visible(files []genFile) (want, drop []string) {
 // material. It refuses to write through anything the sink did not create. A failure or
 // ctx cancellation before the commit leaves the previous files untouched.
 func (f *File) Write(ctx context.Context, b *bundle.Bundle) (changed bool, err error) {
-	files, err := f.files(b)
-	if err != nil {
-		return false, err
+	if err := checkShape(b); err != nil {
+		return false, fmt.Errorf("%s: %w", f, err)
+	}
+	var pw bundle.Secret
+	if f.p12 != nil {
+		if pw, err = f.p12.password(); err != nil {
+			return false, fmt.Errorf("%s: %w", f, err)
+		}
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -292,21 +442,54 @@ func (f *File) Write(ctx context.Context, b *bundle.Bundle) (changed bool, err e
 		return false, fmt.Errorf("%s: %w", f, err)
 	}
 	defer unlock()
-	return f.writeLocked(ctx, d, b, files)
+	changed, err = f.writeLocked(ctx, d, b, pw)
+	if err != nil && !changed {
+		err = diskFault(f, err)
+	}
+	return changed, err
 }
 
-func (f *File) writeLocked(ctx context.Context, d *dirHandle, b *bundle.Bundle, files []genFile) (bool, error) {
+// diskFaultError is a write that failed because the file system is full or read-only:
+// one sentence naming the sink and the cause, since nothing of the attempt is left.
+type diskFaultError struct {
+	sink  string
+	errno unix.Errno
+	err   error
+}
+
+func (e *diskFaultError) Error() string {
+	return fmt.Sprintf("%s: %s, so no new files were written and the previous files are unchanged", e.sink, e.errno.Error())
+}
+
+func (e *diskFaultError) Unwrap() error { return e.err }
+
+// diskFault turns an error of a write that changed nothing into a diskFaultError when
+// its cause is a full (ENOSPC, EDQUOT) or read-only (EROFS) file system.
+func diskFault(f *File, err error) error {
+	var errno unix.Errno
+	if errors.As(err, &errno) && (errno == unix.ENOSPC || errno == unix.EDQUOT || errno == unix.EROFS) {
+		return &diskFaultError{sink: f.String(), errno: errno, err: err}
+	}
+	return err
+}
+
+func (f *File) writeLocked(ctx context.Context, d *dirHandle, b *bundle.Bundle, pw bundle.Secret) (bool, error) {
 	cur, err := readData(d)
 	if err != nil {
 		return false, err
 	}
-	if err := checkVisible(d, f.layout.names()); err != nil {
+	want := f.Names(b)
+	if err := checkVisible(d, want); err != nil {
 		return false, err
 	}
 	if cur.exists {
-		if old, err := f.readAll(d, cur.gen); err == nil && bundle.Equal(old, b) {
-			return false, f.refresh(d, cur.gen, files)
+		if old, err := f.readAll(d, cur.gen); err == nil && f.sameFiles(d, cur.gen, old, b, pw) {
+			return false, f.refresh(d, cur.gen, b, old)
 		}
+	}
+	files, err := f.files(b, pw, time.Now())
+	if err != nil {
+		return false, err
 	}
 	gen, err := f.writeGeneration(ctx, d, files)
 	if err != nil {
@@ -316,7 +499,37 @@ func (f *File) writeLocked(ctx context.Context, d *dirHandle, b *bundle.Bundle, 
 		_ = d.removeAll(gen)
 		return false, fmt.Errorf("%s: committing %s: %w", f, d.join(gen), err)
 	}
-	return true, f.finish(d, files, gen, cur.gen)
+	return true, f.finish(d, b, gen, cur.gen)
+}
+
+// sameFiles reports whether generation gen, read back as old, already holds b's files:
+// the same material, engine and DNS name (readAll has compared the other derived files
+// with old), and key stores that open with pw and hold b's material.
+func (f *File) sameFiles(d *dirHandle, gen string, old, b *bundle.Bundle, pw bundle.Secret) bool {
+	if !f.token && f.pgUser == "" && b.LoginToken != "" {
+		stored := *b // this sink does not store the login token
+		stored.LoginToken = ""
+		b = &stored
+	}
+	if !bundle.Equal(old, b) {
+		return false
+	}
+	if f.p12 == nil {
+		return true
+	}
+	g, err := d.sub(gen)
+	if err != nil {
+		return false
+	}
+	defer g.close()
+	if b.HasClientCert() {
+		data, err := g.readFile(keystoreName)
+		if err != nil || !keyStoreHolds(data, pw, b) {
+			return false
+		}
+	}
+	data, err := g.readFile(truststoreName)
+	return err == nil && trustStoreHolds(data, pw, b)
 }
 
 // step checks ctx and runs the test hook between the steps of a write.
@@ -404,7 +617,7 @@ func (f *File) fillGeneration(ctx context.Context, d *dirHandle, gen string, fil
 // finish runs after the commit: make it durable, then repair visible links and prune
 // generations other than gen and prev. The context is no longer consulted: the commit
 // happened and the links must follow it.
-func (f *File) finish(d *dirHandle, files []genFile, gen, prev string) error {
+func (f *File) finish(d *dirHandle, b *bundle.Bundle, gen, prev string) error {
 	if err := d.sync(); err != nil {
 		return err
 	}
@@ -413,7 +626,7 @@ func (f *File) finish(d *dirHandle, files []genFile, gen, prev string) error {
 			return fmt.Errorf("%s: after commit: %w", f, err)
 		}
 	}
-	want, drop := f.visible(files)
+	want, drop := f.split(kindOf(b))
 	linked, err := repairLinks(d, want, drop)
 	if err != nil {
 		return err
@@ -433,23 +646,39 @@ func syncIf(d *dirHandle, linked bool) error {
 	return d.sync()
 }
 
-// refresh is Write for an unchanged bundle: re-apply owner and mode to the current
-// files, repair the visible links, keep the current and previous generations and
-// remove other generations and a stale ..data_tmp. Without a commit it cannot know the
-// previous generation, so it takes the newest one named (timestamped) before the
-// current; newer ones are leftovers of writes that crashed before their commit.
-func (f *File) refresh(d *dirHandle, gen string, files []genFile) error {
+// refresh is Write for unchanged files (old is what gen holds): re-apply owner and
+// mode to the current files, store b's later metadata, repair the visible links, keep
+// the current and previous generations and remove other generations and a stale
+// ..data_tmp. Without a commit it cannot know the previous generation, so it takes the
+// newest one named (timestamped) before the current; newer ones are leftovers of writes
+// that crashed before their commit.
+func (f *File) refresh(d *dirHandle, gen string, b, old *bundle.Bundle) error {
 	g, err := d.sub(gen)
 	if err != nil {
 		return err
 	}
 	defer g.close()
-	for _, gf := range files {
-		if _, err := g.fixOwnerMode(gf.name, gf.mode, f.uid, f.gid); err != nil {
+	k := kindOf(b)
+	for _, n := range f.names(k) {
+		if _, err := g.fixOwnerMode(n, f.modeOf(n), f.uid, f.gid); err != nil {
 			return fmt.Errorf("%s: %w", f, err)
 		}
 	}
-	want, drop := f.visible(files)
+	oldMeta, has, err := readMeta(g)
+	if err != nil {
+		return err
+	}
+	if !has {
+		oldMeta = metaOf(old, old.Issued)
+	}
+	if m := merged(oldMeta, b); !has || m != oldMeta {
+		if err := f.replaceMeta(g, m); err != nil {
+			return fmt.Errorf("%s: updating the metadata: %w", f, err)
+		}
+	} else if _, err := g.fixOwnerMode(metaName, metaMode, f.uid, f.gid); err != nil {
+		return fmt.Errorf("%s: %w", f, err)
+	}
+	want, drop := f.split(k)
 	linked, err := repairLinks(d, want, drop)
 	if err != nil {
 		return err
@@ -464,17 +693,21 @@ func (f *File) refresh(d *dirHandle, gen string, files []genFile) error {
 	return syncIf(d, linked)
 }
 
-// Current reads back the current generation.
+// Current reads back the current generation, with the metadata stored next to it
+// (Issued, TokenExpiry, Host, Engine, DNSName; for generations written before metadata
+// existed, Issued is the generation's time and Host comes from .pgpass when present).
 //
 // It resolves Dir/..data once and reads every file from that generation directory, so
 // the result is consistent even while a Write runs. The error wraps fs.ErrNotExist when
 // nothing was written yet (no Dir or no ..data). It wraps bundle.ErrInvalid when the
-// files are partial, unparseable or mismatched (key not the leaf's), and also when a
-// visible name the bundle needs is missing or one it does not use is still the sink's
-// link — the state a crash between commit and link repair leaves (or a concurrent
-// first Write has not finished); Write repairs it.
-// Anything the sink did not create where its files belong is reported as an error
-// that wraps neither. Current never follows a symlink it did not create.
+// files are partial, unparseable or mismatched (key not the leaf's, a DER key or
+// connection file that does not match, a name of Names missing from the generation),
+// and also when a visible name the bundle needs is missing or one it does not use is
+// still the sink's link — the state a crash between commit and link repair leaves (or a
+// concurrent first Write has not finished); Write repairs it. The PKCS#12 files are
+// checked for presence only (opening them needs the password; Write checks them).
+// Anything the sink did not create at a name of Names is reported as an error that
+// wraps neither. Current never follows a symlink it did not create.
 func (f *File) Current() (*bundle.Bundle, error) {
 	d, err := f.openDir(false)
 	if err != nil {
@@ -498,33 +731,60 @@ func (f *File) Current() (*bundle.Bundle, error) {
 	if err := f.checkLinks(d, b); err != nil {
 		return nil, err
 	}
-	b.Issued = generationTime(cur.gen)
 	return b, nil
 }
 
-// readAll reads generation gen with the files this sink is configured for.
+// readAll reads generation gen with the files this sink is configured for, and its
+// metadata, and checks that every file of f.Names exists and every derived file
+// matches the material.
 func (f *File) readAll(d *dirHandle, gen string) (*bundle.Bundle, error) {
 	b, err := readGeneration(d, gen, f.layout)
 	if err != nil {
 		return nil, err
 	}
-	if err := f.readTokenFiles(d, gen, b); err != nil {
+	g, err := d.sub(gen)
+	if err != nil {
+		return nil, fmt.Errorf("%w: opening generation: %v", bundle.ErrInvalid, err)
+	}
+	defer g.close()
+	m, has, err := readMeta(g)
+	if err != nil {
 		return nil, err
+	}
+	if has {
+		m.apply(b)
+	} else {
+		b.Issued = generationTime(gen)
+	}
+	if err := f.readTokenFiles(g, b, !has); err != nil {
+		return nil, err
+	}
+	det, err := f.derived(b)
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range f.Names(b) {
+		data, err := readOptional(g, n)
+		if err != nil {
+			return nil, err
+		}
+		switch want, ok := det[n]; {
+		case data == nil:
+			return nil, fmt.Errorf("%s: %w: %s is missing", f, bundle.ErrInvalid, g.join(n))
+		case ok && !bytes.Equal(data, want):
+			return nil, fmt.Errorf("%s: %w: %s does not match the other files", f, bundle.ErrInvalid, g.join(n))
+		}
 	}
 	return b, nil
 }
 
-// readTokenFiles reads the optional token and .pgpass files of generation gen into b.
+// readTokenFiles reads the optional token and .pgpass files of generation g into b;
+// hostFromPGPass takes b.Host from .pgpass (generations without metadata).
 // A sink configured for them whose generation lacks them holds incomplete files.
-func (f *File) readTokenFiles(d *dirHandle, gen string, b *bundle.Bundle) error {
-	if !f.token && f.pgUser == "" {
+func (f *File) readTokenFiles(g *dirHandle, b *bundle.Bundle, hostFromPGPass bool) error {
+	if !b.HasClientCert() || (!f.token && f.pgUser == "") {
 		return nil
 	}
-	g, err := d.sub(gen)
-	if err != nil {
-		return fmt.Errorf("%w: opening generation: %v", bundle.ErrInvalid, err)
-	}
-	defer g.close()
 	if f.token {
 		data, err := readOptional(g, tokenName)
 		if err != nil {
@@ -544,7 +804,9 @@ func (f *File) readTokenFiles(d *dirHandle, gen string, b *bundle.Bundle) error 
 			return fmt.Errorf("%s: %w: %s is missing or empty", f, bundle.ErrInvalid, g.join(pgpassName))
 		}
 		line := strings.TrimRight(string(data), "\n")
-		b.Host = pgpassHost(line)
+		if hostFromPGPass {
+			b.Host = pgpassHost(line)
+		}
 		if !f.token {
 			// The token is the last field.
 			if i := strings.LastIndex(line, ":"); i >= 0 {
@@ -555,33 +817,29 @@ func (f *File) readTokenFiles(d *dirHandle, gen string, b *bundle.Bundle) error 
 	return nil
 }
 
-// checkLinks verifies that the visible names match b: each name b uses is the sink's
-// link, each it does not use is absent.
+// checkLinks verifies that the visible names match b: each name of Names(b) is the
+// sink's link, each other name of allNames is not the sink's link.
 func (f *File) checkLinks(d *dirHandle, b *bundle.Bundle) error {
-	want := []string{f.layout.ca}
-	unused := []string{f.layout.cert, f.layout.key}
-	if b.HasClientCert() {
-		want, unused = f.layout.names(), nil
-	}
-	for _, n := range extraNames {
-		if (n == tokenName && f.token) || (n == pgpassName && f.pgUser != "") {
-			want = append(want, n)
-		} else {
-			unused = append(unused, n)
-		}
-	}
-	for _, n := range append(f.layout.names(), extraNames...) {
+	want, drop := f.split(kindOf(b))
+	for _, n := range want {
 		k, err := visibleKind(d, n)
 		if err != nil {
 			return err
 		}
-		switch {
-		case k == linkForeign:
+		switch k {
+		case linkForeign:
 			return foreignError(d, n)
-		case k == linkAbsent && slices.Contains(want, n):
+		case linkAbsent:
 			return fmt.Errorf("%s: %w: %s is missing", f, bundle.ErrInvalid, d.join(n))
-		case k == linkOurs && slices.Contains(unused, n):
-			return fmt.Errorf("%s: %w: stale %s (the current bundle is CA-only)", f, bundle.ErrInvalid, d.join(n))
+		}
+	}
+	for _, n := range drop {
+		k, err := visibleKind(d, n)
+		if err != nil {
+			return err
+		}
+		if k == linkOurs {
+			return fmt.Errorf("%s: %w: stale %s (the current files do not include it)", f, bundle.ErrInvalid, d.join(n))
 		}
 	}
 	return nil

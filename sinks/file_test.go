@@ -3,10 +3,13 @@ package sinks
 import (
 	"bytes"
 	"context"
+	"crypto"
+	"crypto/x509"
 	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -69,10 +72,11 @@ func TestLayouts(t *testing.T) {
 		keyMode, wantKey os.FileMode
 		rsa              bool
 		cert, key, caf   string
+		pk8              string
 	}{
-		{name: "pem default", layout: "", wantKey: 0o600, cert: "cert.pem", key: "key.pem", caf: "ca.pem"},
-		{name: "pem rsa", layout: "pem", wantKey: 0o600, rsa: true, cert: "cert.pem", key: "key.pem", caf: "ca.pem"},
-		{name: "libpq 0640", layout: "libpq", keyMode: 0o640, wantKey: 0o640, cert: "postgresql.crt", key: "postgresql.key", caf: "root.crt"},
+		{name: "pem default", layout: "", wantKey: 0o600, cert: "cert.pem", key: "key.pem", caf: "ca.pem", pk8: "key.pk8"},
+		{name: "pem rsa", layout: "pem", wantKey: 0o600, rsa: true, cert: "cert.pem", key: "key.pem", caf: "ca.pem", pk8: "key.pk8"},
+		{name: "libpq 0640", layout: "libpq", keyMode: 0o640, wantKey: 0o640, cert: "postgresql.crt", key: "postgresql.key", caf: "root.crt", pk8: "postgresql.pk8"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -85,11 +89,15 @@ func TestLayouts(t *testing.T) {
 			mustWrite(t, f, b, true)
 			mustCurrent(t, f, b)
 
-			want := Paths{Cert: filepath.Join(dir, tt.cert), Key: filepath.Join(dir, tt.key), CA: filepath.Join(dir, tt.caf)}
-			if f.Paths() != want {
+			want := Paths{Cert: filepath.Join(dir, tt.cert), Key: filepath.Join(dir, tt.key), CA: filepath.Join(dir, tt.caf),
+				KeyDER: filepath.Join(dir, tt.pk8)}
+			if got := f.Paths(); got.Cert != want.Cert || got.Key != want.Key || got.CA != want.CA || got.KeyDER != want.KeyDER {
 				t.Errorf("Paths() = %+v, want %+v", f.Paths(), want)
 			}
-			for _, n := range []string{tt.cert, tt.key, tt.caf} {
+			if got, wantNames := f.Names(b), []string{tt.key, tt.pk8, tt.cert, tt.caf}; !slices.Equal(got, wantNames) {
+				t.Errorf("Names = %q, want %q", got, wantNames)
+			}
+			for _, n := range []string{tt.cert, tt.key, tt.pk8, tt.caf} {
 				target, err := os.Readlink(filepath.Join(dir, n))
 				if err != nil {
 					t.Fatalf("visible name %s is not a symlink: %v", n, err)
@@ -118,6 +126,21 @@ func TestLayouts(t *testing.T) {
 			caPEM, _ := os.ReadFile(want.CA)
 			if !bytes.Equal(caPEM, b.CAPEM()) {
 				t.Errorf("CA file differs from CAPEM")
+			}
+			// The DER key: the same key, PKCS#8 DER, key mode, same generation.
+			der, err := os.ReadFile(want.KeyDER)
+			if err != nil {
+				t.Fatal(err)
+			}
+			k, err := x509.ParsePKCS8PrivateKey(der)
+			if err != nil {
+				t.Fatalf("%s is not PKCS#8 DER: %v", tt.pk8, err)
+			}
+			if !bundle.PublicKeysEqual(k.(crypto.Signer).Public(), b.Key.Public()) {
+				t.Errorf("%s holds another key than %s", tt.pk8, tt.key)
+			}
+			if m := fileMode(t, want.KeyDER); m != tt.wantKey {
+				t.Errorf("%s mode %04o, want %04o", tt.pk8, m, tt.wantKey)
 			}
 			checkModes(t, f, tt.wantKey)
 		})
@@ -555,8 +578,8 @@ func TestCAOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(entries) != 1 || entries[0].Name() != "ca.pem" {
-		t.Fatalf("CA-only generation holds %v, want only ca.pem", entries)
+	if len(entries) != 2 || entries[0].Name() != metaName || entries[1].Name() != "ca.pem" {
+		t.Fatalf("CA-only generation holds %v, want only ca.pem and the metadata", entries)
 	}
 	got, err := f.Current()
 	if err != nil || got.Key != nil || got.Chain != nil {

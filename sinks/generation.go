@@ -128,10 +128,15 @@ func visibleKind(d *dirHandle, name string) (linkKind, error) {
 	return linkOurs, nil
 }
 
+// ErrForeign is wrapped by the refusal (from Write and Current) when a name the sink
+// writes exists and is not the sink's own symlink: a file someone else put there. The
+// agent never overwrites or deletes it; only moving it away helps, so a retry does not.
+var ErrForeign = errors.New("a file the agent did not create is in the way")
+
 // foreignError is the refusal for a visible name the sink did not create.
 func foreignError(d *dirHandle, name string) error {
-	return fmt.Errorf("refusing to write %s: it exists and is not the agent's symlink to %s; the agent does not overwrite or delete files it did not create — move it away",
-		d.join(name), linkTarget(name))
+	return fmt.Errorf("refusing to write %s: it exists and is not the agent's symlink to %s (%w); the agent does not overwrite or delete files it did not create — move it away",
+		d.join(name), linkTarget(name), ErrForeign)
 }
 
 // checkVisible refuses when any of names is foreign.

@@ -179,7 +179,10 @@ func PublicKeysEqual(a, b crypto.PublicKey) bool {
 	return ok && ae.Equal(b)
 }
 
-// Equal reports whether a and b hold the same key, chain and CAs (byte for byte).
+// Equal reports whether a and b hold the same key, chain and CAs (byte for byte), the
+// same login token and the same Host, Engine and DNSName — everything a sink derives
+// files from. Issued and TokenExpiry are not compared: they are metadata of the same
+// files.
 func Equal(a, b *Bundle) bool {
 	if a == nil || b == nil {
 		return a == b
@@ -187,7 +190,8 @@ func Equal(a, b *Bundle) bool {
 	if !certsEqual(a.Chain, b.Chain) || !certsEqual(a.CAs, b.CAs) {
 		return false
 	}
-	if (a.Key == nil) != (b.Key == nil) || a.LoginToken != b.LoginToken || a.Host != b.Host {
+	if (a.Key == nil) != (b.Key == nil) || a.LoginToken != b.LoginToken || a.Host != b.Host ||
+		a.Engine != b.Engine || a.DNSName != b.DNSName {
 		return false
 	}
 	return a.Key == nil || PublicKeysEqual(a.Key.Public(), b.Key.Public())

@@ -166,3 +166,31 @@ func TestNotAfterClampsToToken(t *testing.T) {
 		t.Errorf("a later token must not extend the lifetime")
 	}
 }
+
+// TestEqualComparesWhatSinksDeriveFilesFrom: Host, Engine, DNSName and the login token
+// make bundles differ; Issued and TokenExpiry (metadata of the same files) do not.
+func TestEqualComparesWhatSinksDeriveFilesFrom(t *testing.T) {
+	base := func() *Bundle {
+		return &Bundle{Host: "10.0.0.5", Engine: "POSTGRES_15", DNSName: "a.sql.goog.", LoginToken: "t"}
+	}
+	tests := []struct {
+		name string
+		edit func(*Bundle)
+		want bool
+	}{
+		{"same", func(*Bundle) {}, true},
+		{"issued", func(b *Bundle) { b.Issued = time.Unix(1, 0) }, true},
+		{"token expiry", func(b *Bundle) { b.TokenExpiry = time.Unix(1, 0) }, true},
+		{"host", func(b *Bundle) { b.Host = "10.0.0.6" }, false},
+		{"engine", func(b *Bundle) { b.Engine = "MYSQL_8_0" }, false},
+		{"dns name", func(b *Bundle) { b.DNSName = "b.sql.goog." }, false},
+		{"login token", func(b *Bundle) { b.LoginToken = "u" }, false},
+	}
+	for _, tt := range tests {
+		b := base()
+		tt.edit(b)
+		if got := Equal(base(), b); got != tt.want {
+			t.Errorf("%s: Equal = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
