@@ -259,11 +259,17 @@ func fromJSON(ctx context.Context, b []byte, scopes []string, early time.Duratio
 		}
 		return nil, "", fmt.Errorf("unsupported credentials type %q; expected service_account, authorized_user, impersonated_service_account, external_account or external_account_authorized_user", h.Type)
 	}
-	creds, err := google.CredentialsFromJSONWithTypeAndParams(ctx, b, typ, google.CredentialsParams{Scopes: scopes})
+	ts, err := newResettable(func() (oauth2.TokenSource, error) {
+		creds, err := google.CredentialsFromJSONWithTypeAndParams(ctx, b, typ, google.CredentialsParams{Scopes: scopes})
+		if err != nil {
+			return nil, err
+		}
+		return withEarlyRefresh(creds.TokenSource, early), nil
+	})
 	if err != nil {
 		return nil, "", fmt.Errorf("loading %s credentials: %w", h.Type, err)
 	}
-	return withEarlyRefresh(creds.TokenSource, early), h.QuotaProjectID, nil
+	return ts, h.QuotaProjectID, nil
 }
 
 // findDefaultCredentials is replaced in tests.
@@ -287,7 +293,7 @@ func fromADC(ctx context.Context, scopes []string, early time.Duration) (oauth2.
 			host = "169.254.169.254"
 		}
 		prefix := "getting a token from the GCE metadata server at " + host + " (not on Google Cloud? set credentials_file or token_file)"
-		return &annotatedSource{src: withEarlyRefresh(creds.TokenSource, early), prefix: prefix}, "", nil
+		return &annotatedSource{src: adcResettable(ctx, creds, scopes, early), prefix: prefix}, "", nil
 	}
 	where := "the gcloud application default credentials file"
 	if v := os.Getenv("GOOGLE_APPLICATION_CREDENTIALS"); v != "" {
@@ -295,7 +301,24 @@ func fromADC(ctx context.Context, scopes []string, early time.Duration) (oauth2.
 	}
 	var h jsonHeader
 	_ = json.Unmarshal(creds.JSON, &h)
-	return &annotatedSource{src: withEarlyRefresh(creds.TokenSource, early), prefix: "getting a token with " + where}, h.QuotaProjectID, nil
+	return &annotatedSource{src: adcResettable(ctx, creds, scopes, early), prefix: "getting a token with " + where}, h.QuotaProjectID, nil
+}
+
+// adcResettable wraps the ADC source so that reset looks the credentials up again.
+func adcResettable(ctx context.Context, first *google.Credentials, scopes []string, early time.Duration) *resettableSource {
+	used := false
+	ts, _ := newResettable(func() (oauth2.TokenSource, error) {
+		creds := first
+		if used {
+			var err error
+			if creds, err = findDefaultCredentials(ctx, google.CredentialsParams{Scopes: scopes, EarlyTokenRefresh: early}); err != nil {
+				return nil, err
+			}
+		}
+		used = true
+		return withEarlyRefresh(creds.TokenSource, early), nil
+	})
+	return ts
 }
 
 // annotatedSource prefixes token errors with where the token came from.
@@ -332,7 +355,11 @@ func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if t.quota != "" {
 		r2.Header.Set(quotaProjectHeader, t.quota)
 	}
-	return t.base.RoundTrip(r2)
+	resp, err := t.base.RoundTrip(r2)
+	if err != nil || resp.StatusCode != http.StatusUnauthorized {
+		return resp, err
+	}
+	return t.retryUnauthorized(req, resp, tok)
 }
 
 // checkEndpoint requires https, or http to a loopback host, so a bearer token

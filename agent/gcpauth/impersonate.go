@@ -52,7 +52,9 @@ func newImpersonatingSource(ctx context.Context, base oauth2.TokenSource, sa, en
 		url:    u.String() + "v1/projects/-/serviceAccounts/" + url.PathEscape(sa) + ":generateAccessToken",
 		scopes: append([]string(nil), scopes...),
 	}
-	return oauth2.ReuseTokenSourceWithExpiry(nil, s, impersonationEarlyRefresh), nil
+	return newResettable(func() (oauth2.TokenSource, error) {
+		return oauth2.ReuseTokenSourceWithExpiry(nil, s, impersonationEarlyRefresh), nil
+	})
 }
 
 type generateAccessTokenRequest struct {
