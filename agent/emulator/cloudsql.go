@@ -400,7 +400,9 @@ func (e *Emulator) ephemeralNotAfter(now time.Time, req *ephemeralRequest) (time
 		if !slices.Contains(t.scopes, ScopeSQLLogin) {
 			return time.Time{}, "Invalid request: access_token must be scoped to " + ScopeSQLLogin + "."
 		}
-		notAfter = minTime(notAfter, t.expiry)
+		if !e.opts.NoLoginTokenClamp {
+			notAfter = minTime(notAfter, t.expiry)
+		}
 	}
 	return notAfter, ""
 }

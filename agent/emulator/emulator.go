@@ -31,6 +31,12 @@ type Options struct {
 	Now func() time.Time
 	// TokenLifetime is the lifetime of issued OAuth access tokens; default 1h.
 	TokenLifetime time.Duration
+	// NoLoginTokenClamp makes generateEphemeralCert ignore the embedded access_token's
+	// expiry when it sets the certificate's NotAfter (CertLifetime alone decides). Real
+	// Cloud SQL may or may not bound the certificate by the token; the connector clamps
+	// locally regardless (reference §1.5, pitfall 8), and so must the agent: tests of
+	// that clamp use this mode so the emulator does not do the agent's job for it.
+	NoLoginTokenClamp bool
 }
 
 // Request is one request the emulator received.
