@@ -19,7 +19,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,6 +26,7 @@ import (
 
 	"github.com/dbcert-agent/dbcert-agent/agent/bundle"
 	"github.com/dbcert-agent/dbcert-agent/agent/gapi"
+	"github.com/dbcert-agent/dbcert-agent/agent/wire"
 )
 
 // DefaultEndpoint is the AlloyDB Admin API root.
@@ -172,12 +172,9 @@ func apiRoot(endpoint, version string) (string, error) {
 	if endpoint == "" {
 		endpoint = DefaultEndpoint
 	}
-	u, err := url.Parse(endpoint)
+	u, err := wire.CheckEndpoint("alloydb: api_endpoint", endpoint)
 	if err != nil {
-		return "", fmt.Errorf("alloydb: invalid api_endpoint %q: %v", endpoint, err)
-	}
-	if (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-		return "", fmt.Errorf("alloydb: invalid api_endpoint %q: want http(s)://host[:port][/path]", endpoint)
+		return "", err
 	}
 	switch version {
 	case "":

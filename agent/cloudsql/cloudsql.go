@@ -15,12 +15,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 
 	"github.com/dbcert-agent/dbcert-agent/agent/bundle"
 	"github.com/dbcert-agent/dbcert-agent/agent/gapi"
+	"github.com/dbcert-agent/dbcert-agent/agent/wire"
 	"golang.org/x/oauth2"
 )
 
@@ -133,12 +133,9 @@ func apiRoot(endpoint, version string) (string, error) {
 	if endpoint == "" {
 		endpoint = DefaultEndpoint
 	}
-	u, err := url.Parse(endpoint)
+	u, err := wire.CheckEndpoint("cloudsql: api_endpoint", endpoint)
 	if err != nil {
-		return "", fmt.Errorf("cloudsql: invalid api_endpoint %q: %v", endpoint, err)
-	}
-	if (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-		return "", fmt.Errorf("cloudsql: invalid api_endpoint %q: want http(s)://host[:port][/path]", endpoint)
+		return "", err
 	}
 	var prefix string
 	switch version {

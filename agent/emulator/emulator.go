@@ -19,6 +19,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/dbcert-agent/dbcert-agent/agent/wire"
 )
 
 // Options configure an Emulator. Zero values mean the defaults.
@@ -113,7 +115,7 @@ func (e *Emulator) Start(addr string) error {
 	if err != nil {
 		return fmt.Errorf("emulator: listen address %q: %v", addr, err)
 	}
-	if !isLoopback(host) {
+	if !wire.IsLoopbackHost(host) {
 		return fmt.Errorf("emulator: refusing to listen on %q: only loopback addresses (127.0.0.0/8, ::1, localhost)", addr)
 	}
 	e.mu.Lock()
@@ -129,14 +131,6 @@ func (e *Emulator) Start(addr string) error {
 	e.url = "http://" + ln.Addr().String() + "/"
 	go func(srv *http.Server) { _ = srv.Serve(ln) }(e.srv)
 	return nil
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // URL is the root URL, e.g. "http://127.0.0.1:PORT/", or "" before Start/SetURL.

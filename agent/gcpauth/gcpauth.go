@@ -30,6 +30,8 @@ import (
 
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/google"
+
+	"github.com/dbcert-agent/dbcert-agent/agent/wire"
 )
 
 const (
@@ -47,9 +49,6 @@ const (
 	// tokenFetchTimeout bounds every request made to obtain a token (token
 	// endpoint, IAM Credentials).
 	tokenFetchTimeout = 30 * time.Second
-
-	// maxResponseBody caps the response bodies this package reads.
-	maxResponseBody = 1 << 20
 
 	quotaProjectHeader = "X-Goog-User-Project"
 )
@@ -343,6 +342,13 @@ type authTransport struct {
 }
 
 func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if err := wire.CheckURL("Google API URL", req.URL); err != nil {
+		// A bearer token never goes in clear text over the network, whatever the caller.
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, err
+	}
 	tok, err := t.src.Token()
 	if err != nil {
 		if req.Body != nil {
@@ -351,6 +357,7 @@ func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, fmt.Errorf("getting Google access token: %w", err)
 	}
 	r2 := req.Clone(req.Context())
+	wire.SetUserAgent(r2)
 	tok.SetAuthHeader(r2)
 	if t.quota != "" {
 		r2.Header.Set(quotaProjectHeader, t.quota)
@@ -363,37 +370,9 @@ func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // checkEndpoint requires https, or http to a loopback host, so a bearer token
-// is never sent in clear text over the network.
+// is never sent in clear text over the network (wire.CheckEndpoint).
 func checkEndpoint(raw string) (*url.URL, error) {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return nil, fmt.Errorf("invalid endpoint %q: %w", raw, err)
-	}
-	switch u.Scheme {
-	case "https":
-	case "http":
-		if !isLoopback(u.Hostname()) {
-			return nil, fmt.Errorf("endpoint %q must use https:// (http:// is allowed only for loopback addresses)", raw)
-		}
-	default:
-		return nil, fmt.Errorf("endpoint %q must be an https:// URL", raw)
-	}
-	if u.Host == "" {
-		return nil, fmt.Errorf("endpoint %q has no host", raw)
-	}
-	if !strings.HasSuffix(u.Path, "/") {
-		u.Path += "/"
-	}
-	u.RawQuery, u.Fragment = "", ""
-	return u, nil
-}
-
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	return wire.CheckEndpoint("endpoint", raw)
 }
 
 // withEarlyRefresh makes ts replace its cached token when less than early is left.

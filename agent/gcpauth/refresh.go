@@ -1,11 +1,12 @@
 package gcpauth
 
 import (
-	"io"
 	"net/http"
 	"sync"
 
 	"golang.org/x/oauth2"
+
+	"github.com/dbcert-agent/dbcert-agent/agent/wire"
 )
 
 // A Google 401 means the access token was refused (revoked, or expired earlier than its
@@ -89,8 +90,8 @@ func (t *authTransport) retryUnauthorized(req *http.Request, resp *http.Response
 		}
 		r2.Body = b
 	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	_ = resp.Body.Close()
+	wire.Discard(resp)
+	wire.SetUserAgent(r2)
 	fresh.SetAuthHeader(r2)
 	if t.quota != "" {
 		r2.Header.Set(quotaProjectHeader, t.quota)
