@@ -25,11 +25,14 @@ func FuzzDecodeResponses(f *testing.F) {
 	derOther, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, other.Public(), other)
 	p := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
 	po := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: derOther}))
-	cert := func(s string) []byte { b, _ := json.Marshal(map[string]any{"ephemeralCert": map[string]string{"cert": s}}); return b }
+	cert := func(s string) []byte {
+		b, _ := json.Marshal(map[string]any{"ephemeralCert": map[string]string{"cert": s}})
+		return b
+	}
 	settings := func(s string) []byte {
 		b, _ := json.Marshal(map[string]any{"serverCaCert": map[string]string{"cert": s}, "databaseVersion": "POSTGRES_15",
 			"ipAddresses": []map[string]string{{"type": "PRIMARY", "ipAddress": "1.2.3.4"}, {"type": "PRIVATE", "ipAddress": "10.0.0.1"}},
-			"pscEnabled": true, "dnsName": "a.b.sql.goog.",
+			"pscEnabled":  true, "dnsName": "a.b.sql.goog.",
 			"dnsNames": []map[string]string{{"name": "a.b.sql.goog.", "connectionType": "PRIVATE_SERVICE_CONNECT", "dnsScope": "INSTANCE"}}})
 		return b
 	}
