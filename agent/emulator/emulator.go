@@ -207,7 +207,12 @@ func (e *Emulator) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	e.record(r, body)
-	if f := e.matchFault(r.Method + " " + r.URL.Path); f != nil && applyFault(w, r, f) {
+	f := e.matchFault(r.Method + " " + r.URL.Path)
+	if f != nil && applyFault(w, r, f) {
+		return
+	}
+	if f != nil && f.Mutate != nil {
+		serveMutated(w, r, f, e.route)
 		return
 	}
 	e.route(w, r)
