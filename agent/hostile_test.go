@@ -451,3 +451,77 @@ func TestClientsRefuseInsecureEndpoints(t *testing.T) {
 		}
 	}
 }
+
+// TestBuildWiresConnection: a connection block reaches the providers — Cloud SQL picks
+// the address of its ip_type from connectSettings, AlloyDB asks connectionInfo of the
+// block's instance — and an address the API lacks is a permanent error naming ip_type.
+func TestBuildWiresConnection(t *testing.T) {
+	emu, err := emulator.New(emulator.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := emu.Start(""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { emu.Close() })
+	dir := t.TempDir()
+	sa, _ := emu.ServiceAccountJSON("agent@p.iam.gserviceaccount.com")
+	saPath := filepath.Join(dir, "sa.json")
+	os.WriteFile(saPath, sa, 0o600)
+	emu.AddCloudSQLInstance("p", "my", emulator.CloudSQLInstance{DatabaseVersion: "MYSQL_8_0",
+		IPAddresses: []emulator.IPMapping{{Type: "PRIVATE", IPAddress: "127.0.0.3"}}})
+	emu.AddAlloyDBCluster("p", "us-central1", "c")
+	emu.AddAlloyDBInstance("p", "us-central1", "c", "primary", emulator.AlloyDBInstance{PublicIPAddress: "127.0.0.2"})
+	src := fmt.Sprintf(`credentials "google" "default" { credentials_file = %q }
+instance "cloudsql" "my" {
+  project = "p"
+  instance = "my"
+  api_endpoint = %[2]q
+  sink "file" { dir = %[3]q }
+}
+instance "alloydb" "al" {
+  project = "p"
+  location = "us-central1"
+  cluster = "c"
+  api_endpoint = %[2]q
+  sink "file" { dir = %[4]q }
+}
+`, saPath, emu.URL(), filepath.Join(dir, "my"), filepath.Join(dir, "al"))
+	build := func(sqlIP, alIP string) []*Instance {
+		cfg, err := config.Parse(filepath.Join(dir, "agent.hcl"), []byte(src), config.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The connection blocks, as config decodes them.
+		cfg.Instances[0].Connection = &config.Connection{User: "app", IPType: sqlIP}
+		cfg.Instances[1].Connection = &config.Connection{User: "app", IPType: alIP, Instance: "primary"}
+		ins, err := Build(context.Background(), cfg, BuildOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ins
+	}
+	fetch := func(in *Instance) (hostEngine string, err error) {
+		k, _ := in.keyForTest()
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		b, err := in.Provider.Fetch(ctx, k)
+		if err != nil {
+			return "", err
+		}
+		return b.Host + " " + b.Engine, nil
+	}
+	ins := build("private", "public")
+	for i, want := range []string{"127.0.0.3 MYSQL_8_0", "127.0.0.2 POSTGRES"} {
+		if got, err := fetch(ins[i]); err != nil || got != want {
+			t.Errorf("%s: %q %v, want %q", ins[i].Name, got, err, want)
+		}
+	}
+	ins = build("public", "psc")
+	for _, in := range ins {
+		_, err := fetch(in)
+		if ok, _ := retryable(err); err == nil || ok || !strings.Contains(err.Error(), "ip_type") {
+			t.Errorf("%s: %v, want a permanent error naming ip_type", in.Name, err)
+		}
+	}
+}
