@@ -1081,6 +1081,59 @@ instance "geminidb" "cache" {
 	if !strings.Contains(string(got), strings.TrimSpace(string(e.emu.GeminiDBCAPEM(projID, instID)))) {
 		t.Error("ca.pem does not hold the rotated CA")
 	}
+
+	t.Run("no Huawei secrets in logs", func(t *testing.T) {
+		// Debug logs of a password run and of an AK/SK run, each also failing once (a
+		// 401 makes the agent log the API's answer).
+		e.emu.Inject(emulator.Fault{Match: "download-link", Status: http.StatusUnauthorized, Times: 1})
+		logs := runAgent(t, "once", "-config", cfg, "-force").stderr
+		ak, sk := e.emu.HuaweiAKSK()
+		skFile := filepath.Join(e.dir, "hw-sk")
+		os.WriteFile(skFile, []byte(sk+"\n"), 0o600)
+		src, _ := os.ReadFile(cfg)
+		aksk := strings.Replace(string(src), `user_name     = "ops"
+  password_file = `+fmt.Sprintf("%q", pw)+`
+  domain_name   = "acct"`, fmt.Sprintf("access_key = %q\n  secret_key_file = %q", ak, skFile), 1)
+		if aksk == string(src) {
+			t.Fatal("could not switch the config to AK/SK")
+		}
+		akCfg := filepath.Join(e.dir, "aksk.hcl")
+		os.WriteFile(akCfg, []byte(aksk), 0o644)
+		e.emu.Inject(emulator.Fault{Match: "download-link", Status: http.StatusUnauthorized, Times: 1})
+		logs += runAgent(t, "once", "-config", akCfg, "-force").stderr
+		if r := runAgent(t, "once", "-config", akCfg, "-force"); r.code != 0 {
+			t.Fatalf("AK/SK once exited %d:\n%s", r.code, r.stderr)
+		} else {
+			logs += r.stderr
+		}
+		if !strings.Contains(string(src), `log_level = "debug"`) {
+			t.Error("the config does not log at debug level: the check would miss what only debug logs print")
+		}
+		secrets := map[string]string{"the IAM password": "correct horse", "the secret key": sk}
+		signed := 0
+		for _, r := range e.emu.Requests() {
+			if v := r.Header.Get("X-Auth-Token"); v != "" {
+				secrets["an IAM token"] = v
+			}
+			if a := r.Header.Get("Authorization"); strings.HasPrefix(a, "SDK-HMAC-SHA256 ") {
+				signed++
+				if _, sig, ok := strings.Cut(a, "Signature="); ok {
+					secrets["a request signature"] = sig
+				}
+			}
+			if r.Path == "/v3/auth/tokens" && !strings.Contains(string(r.Body), "correct horse") {
+				t.Error("an IAM token request without the password: the password check checks nothing")
+			}
+		}
+		if signed == 0 || secrets["an IAM token"] == "" {
+			t.Fatalf("signed requests %d, token seen %v: the check would check nothing", signed, secrets["an IAM token"] != "")
+		}
+		for what, v := range secrets {
+			if strings.Contains(logs, v) {
+				t.Errorf("logs contain %s", what)
+			}
+		}
+	})
 }
 
 // TestManualIAMPgpass: a libpq sink with token = true and pgpass = true writes the IAM

@@ -121,6 +121,12 @@ func (b *builder) instance(ci *config.Instance) (*Instance, error) {
 			wantPGPass = wantPGPass || cs.PGPassUser != ""
 		}
 		opts.NeedHost = wantPGPass
+		if cn := ci.Connection; cn != nil {
+			// Connection files need the API's address unless the block names a host.
+			opts.Connection, opts.IPType = true, cn.IPType
+			opts.NeedHost = opts.NeedHost || cn.Host == ""
+		}
+		opts.Logger = hlog
 		if c.IAMAuthn || wantToken {
 			if opts.LoginToken, err = b.loginTokens(c.Credentials); err != nil {
 				in.Err = err
@@ -139,11 +145,15 @@ func (b *builder) instance(ci *config.Instance) (*Instance, error) {
 			in.Err = err
 			return in, nil
 		}
-		p, err := alloydb.New(alloydb.Options{
+		ao := alloydb.Options{
 			Project: c.Project, Location: c.Location, Cluster: c.Cluster,
 			Endpoint: c.APIEndpoint, APIVersion: c.APIVersion, CertDuration: c.CertDuration,
 			HTTPClient: client,
-		})
+		}
+		if cn := ci.Connection; cn != nil && cn.Instance != "" {
+			ao.Instance, ao.IPType, ao.NeedHost = cn.Instance, cn.IPType, cn.Host == ""
+		}
+		p, err := alloydb.New(ao)
 		if err != nil {
 			return nil, err
 		}

@@ -1,11 +1,11 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"net/url"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dbcert-agent/dbcert-agent/agent/wire"
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/gohcl"
 	"github.com/hashicorp/hcl/v2/hclparse"
@@ -720,34 +721,21 @@ func (l *loader) nonEmpty(v string, rng hcl.Range, attr, what string) {
 // endpoint checks an api_endpoint: https, or http on a loopback host; returns it with a
 // trailing slash.
 func (l *loader) endpoint(raw string, rng hcl.Range) (string, bool) {
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
-		l.add(errAt(rng, "Invalid api_endpoint", fmt.Sprintf("api_endpoint must be an absolute https:// URL; got %q.", raw)))
-		return "", false
-	}
-	if u.Scheme == "http" && !IsLoopbackHost(u.Hostname()) {
+	u, err := wire.CheckEndpoint("api_endpoint", raw)
+	switch {
+	case errors.Is(err, wire.ErrInsecure):
 		l.add(errAt(rng, "Insecure api_endpoint",
 			fmt.Sprintf("api_endpoint %q uses http://, which is allowed only for loopback addresses (127.0.0.0/8, ::1, localhost); use https://.", raw)))
 		return "", false
-	}
-	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-		l.add(errAt(rng, "Invalid api_endpoint", "api_endpoint must not carry a query, fragment or user info."))
+	case err != nil:
+		l.add(errAt(rng, "Invalid api_endpoint", fmt.Sprintf("api_endpoint must be an absolute https:// URL without query, fragment or user info; got %q.", raw)))
 		return "", false
-	}
-	if !strings.HasSuffix(u.Path, "/") {
-		u.Path += "/"
 	}
 	return u.String(), true
 }
 
 // IsLoopbackHost reports whether host is localhost or a loopback IP address.
-func IsLoopbackHost(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
+func IsLoopbackHost(host string) bool { return wire.IsLoopbackHost(host) }
 
 func (l *loader) renewal(r *Renewal, c fileInstanceCommon) {
 	r.BeforeFraction = DefaultRenewFraction

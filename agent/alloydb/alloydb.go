@@ -8,6 +8,7 @@ package alloydb
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto"
 	"crypto/rand"
@@ -18,7 +19,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,6 +26,7 @@ import (
 
 	"github.com/dbcert-agent/dbcert-agent/agent/bundle"
 	"github.com/dbcert-agent/dbcert-agent/agent/gapi"
+	"github.com/dbcert-agent/dbcert-agent/agent/wire"
 )
 
 // DefaultEndpoint is the AlloyDB Admin API root.
@@ -38,8 +39,18 @@ const (
 	V1Alpha = "v1alpha"
 )
 
-// CallGenerateClientCertificate names the API method in errors.
-const CallGenerateClientCertificate = "generateClientCertificate"
+// Call names used in errors.
+const (
+	CallGenerateClientCertificate = "generateClientCertificate"
+	CallConnectionInfo            = "connectionInfo"
+)
+
+// Engine is the bundle's Engine for AlloyDB (PostgreSQL-compatible).
+const Engine = "POSTGRES"
+
+// PermissionConnectionInfo is the IAM permission instances.connectionInfo needs (part
+// of roles/alloydb.client).
+const PermissionConnectionInfo = "alloydb.instances.connect"
 
 // Permission is the IAM permission generateClientCertificate needs (part of
 // roles/alloydb.client).
@@ -70,6 +81,15 @@ type Options struct {
 	CertDuration time.Duration
 	// HTTPClient sends the requests and must add Authorization itself. Required.
 	HTTPClient *http.Client
+	// Instance, when set, is an instance of the cluster whose instances.connectionInfo is
+	// fetched with every certificate (concurrently) for the bundle's Host and DNSName.
+	Instance string
+	// IPType picks Host from connectionInfo: "public" (default, publicIpAddress),
+	// "private" (ipAddress) or "psc" (pscDnsName, trailing dot removed; not in v1).
+	IPType string
+	// NeedHost makes a missing address of IPType a permanent error that names the
+	// ip_type and the addresses the instance has. Requires Instance.
+	NeedHost bool
 }
 
 // Provider fetches AlloyDB credential material for one cluster. Its methods are safe
@@ -80,6 +100,10 @@ type Provider struct {
 	url          string // escaped generateClientCertificate URL
 	parent       string // "projects/{p}/locations/{l}/clusters/{c}", unescaped, for the body
 	certDuration string // "" when not sent
+	infoURL      string // connectionInfo URL; "" without Options.Instance
+	infoTarget   string
+	ipType       string
+	needHost     bool
 
 	mu      sync.Mutex
 	pending *pendingRequest // the last request whose outcome is unknown, for requestId reuse
@@ -124,6 +148,21 @@ func New(o Options) (*Provider, error) {
 	if o.CertDuration != 0 {
 		p.certDuration = durationJSON(o.CertDuration)
 	}
+	if o.Instance != "" {
+		if strings.ContainsAny(o.Instance, "/:") {
+			return nil, fmt.Errorf("alloydb: invalid instance %q (the instance ID only)", o.Instance)
+		}
+		p.infoURL = strings.TrimSuffix(p.url, ":generateClientCertificate") + "/instances/" + escapeSegment(o.Instance) + "/connectionInfo"
+		p.infoTarget = p.target + "/" + o.Instance
+	} else if o.NeedHost {
+		return nil, errors.New("alloydb: an address is needed but no instance is set (connection { instance = \"NAME\" })")
+	}
+	switch o.IPType {
+	case "", "public", "private", "psc":
+	default:
+		return nil, fmt.Errorf("alloydb: unknown ip_type %q (want public, private or psc)", o.IPType)
+	}
+	p.ipType, p.needHost = cmp.Or(o.IPType, "public"), o.NeedHost
 	return p, nil
 }
 
@@ -133,12 +172,9 @@ func apiRoot(endpoint, version string) (string, error) {
 	if endpoint == "" {
 		endpoint = DefaultEndpoint
 	}
-	u, err := url.Parse(endpoint)
+	u, err := wire.CheckEndpoint("alloydb: api_endpoint", endpoint)
 	if err != nil {
-		return "", fmt.Errorf("alloydb: invalid api_endpoint %q: %v", endpoint, err)
-	}
-	if (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-		return "", fmt.Errorf("alloydb: invalid api_endpoint %q: want http(s)://host[:port][/path]", endpoint)
+		return "", err
 	}
 	switch version {
 	case "":
@@ -232,8 +268,21 @@ func (p *Provider) Fetch(ctx context.Context, key crypto.Signer) (*bundle.Bundle
 		Target:     p.target,
 		Permission: Permission,
 	}
-	var resp generateResponse
-	if err := gapi.Do(ctx, p.client, req, &resp); err != nil {
+	var (
+		resp    generateResponse
+		info    connectionInfo
+		infoErr error
+		wg      sync.WaitGroup
+	)
+	if p.infoURL != "" {
+		wg.Go(func() {
+			infoErr = gapi.Do(ctx, p.client, gapi.Request{Method: http.MethodGet, URL: p.infoURL, Call: CallConnectionInfo,
+				Target: p.infoTarget, Permission: PermissionConnectionInfo}, &info)
+		})
+	}
+	err = gapi.Do(ctx, p.client, req, &resp)
+	wg.Wait()
+	if err != nil {
 		if outcomeUnknown(err) {
 			p.mu.Lock()
 			p.pending = &pendingRequest{id: id, pub: key.Public()}
@@ -241,7 +290,66 @@ func (p *Provider) Fetch(ctx context.Context, key crypto.Signer) (*bundle.Bundle
 		}
 		return nil, explain(err)
 	}
-	return p.assemble(key, resp)
+	if infoErr != nil {
+		return nil, explainInfo(infoErr)
+	}
+	b, err := p.assemble(key, resp)
+	if err != nil {
+		return nil, err
+	}
+	b.Engine = Engine
+	if p.infoURL != "" {
+		b.Host, b.DNSName = info.address(p.ipType), info.PSCDNSName
+		if p.needHost && b.Host == "" {
+			return nil, gapi.BadResponse(CallConnectionInfo, p.infoTarget,
+				fmt.Errorf("the instance has no address for ip_type %q; it has %s", p.ipType, info.describe()),
+				"set ip_type to one the instance has, or set host in the connection block")
+		}
+	}
+	return b, nil
+}
+
+// connectionInfo is ConnectionInfo (reference §4.3); snake_case is accepted too.
+type connectionInfo struct {
+	IPAddress            string `json:"ipAddress"`
+	PublicIPAddress      string `json:"publicIpAddress"`
+	PSCDNSName           string `json:"pscDnsName"`
+	IPAddressSnake       string `json:"ip_address"`
+	PublicIPAddressSnake string `json:"public_ip_address"`
+	PSCDNSNameSnake      string `json:"psc_dns_name"`
+}
+
+// address returns the address for ipType ("public", "private", "psc"), or "".
+func (c connectionInfo) address(ipType string) string {
+	switch ipType {
+	case "private":
+		return cmp.Or(c.IPAddress, c.IPAddressSnake)
+	case "psc":
+		return strings.TrimSuffix(cmp.Or(c.PSCDNSName, c.PSCDNSNameSnake), ".")
+	}
+	return cmp.Or(c.PublicIPAddress, c.PublicIPAddressSnake)
+}
+
+func (c connectionInfo) describe() string {
+	var have []string
+	for _, t := range []string{"public", "private", "psc"} {
+		if a := c.address(t); a != "" {
+			have = append(have, t+" "+a)
+		}
+	}
+	if len(have) == 0 {
+		return "no address at all"
+	}
+	return strings.Join(have, ", ")
+}
+
+// explainInfo puts AlloyDB's words into the hints of a failed connectionInfo.
+func explainInfo(err error) error {
+	var ge *gapi.Error
+	if errors.As(err, &ge) && ge.Code == http.StatusNotFound {
+		ge.Hint = "check the connection block's instance (an instance of this cluster)"
+	}
+	return err
 }
 
 // publicKeyPEM encodes the public half of key the way the AlloyDB connector does

@@ -26,7 +26,7 @@ import (
 
 	"github.com/dbcert-agent/dbcert-agent/agent/bundle"
 	"github.com/dbcert-agent/dbcert-agent/agent/emulator"
-	"github.com/dbcert-agent/dbcert-agent/agent/gapi"
+	"github.com/dbcert-agent/dbcert-agent/agent/wire"
 )
 
 // fetcher is the agent's Provider contract (defined in package agent, not imported here).
@@ -204,7 +204,7 @@ func TestFetchSuccess(t *testing.T) {
 			if !strings.HasPrefix(r.Header.Get("Authorization"), "Bearer ") { // value deliberately not printed
 				t.Error("no bearer token")
 			}
-			if ua := r.Header.Get("User-Agent"); ua != gapi.UserAgent {
+			if ua := r.Header.Get("User-Agent"); ua != wire.UserAgent() {
 				t.Errorf("User-Agent %q", ua)
 			}
 			if ct := r.Header.Get("Content-Type"); ct != "application/json" {

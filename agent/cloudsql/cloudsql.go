@@ -8,17 +8,19 @@
 package cloudsql
 
 import (
+	"cmp"
 	"context"
 	"crypto"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 
 	"github.com/dbcert-agent/dbcert-agent/agent/bundle"
 	"github.com/dbcert-agent/dbcert-agent/agent/gapi"
+	"github.com/dbcert-agent/dbcert-agent/agent/wire"
 	"golang.org/x/oauth2"
 )
 
@@ -65,10 +67,17 @@ type Options struct {
 	// authenticates the IAM user (automatic IAM database authentication, iam_authn).
 	EmbedLoginToken bool
 	// IPType picks the bundle's Host from connectSettings: "public" (default, the
-	// PRIMARY address) or "private" (PRIVATE).
+	// PRIMARY address), "private" (PRIVATE) or "psc" (dnsName, trailing dot removed).
 	IPType string
-	// NeedHost makes a missing address of IPType a permanent error (a .pgpass needs it).
+	// NeedHost makes a missing address of IPType a permanent error that names the
+	// ip_type and the addresses the instance has (a .pgpass or connection files need
+	// it). SQL Server instances are exempt: no connection files are written for them.
 	NeedHost bool
+	// Connection says the instance has a connection block; with a SQL Server engine the
+	// provider then logs, once, that no connection files are written.
+	Connection bool
+	// Logger receives that warning; default slog.Default(). Give it instance=NAME.
+	Logger *slog.Logger
 }
 
 // Provider fetches Cloud SQL credential material for one instance.
@@ -82,6 +91,9 @@ type Provider struct {
 	embed  bool
 	ipType string
 	needIP bool
+	conn   bool
+	log    *slog.Logger
+	warned sync.Once
 }
 
 // New checks opts and returns a Provider. It makes no network calls.
@@ -110,6 +122,8 @@ func New(opts Options) (*Provider, error) {
 		embed:  opts.EmbedLoginToken,
 		ipType: opts.IPType,
 		needIP: opts.NeedHost,
+		conn:   opts.Connection,
+		log:    cmp.Or(opts.Logger, slog.Default()),
 	}, nil
 }
 
@@ -119,12 +133,9 @@ func apiRoot(endpoint, version string) (string, error) {
 	if endpoint == "" {
 		endpoint = DefaultEndpoint
 	}
-	u, err := url.Parse(endpoint)
+	u, err := wire.CheckEndpoint("cloudsql: api_endpoint", endpoint)
 	if err != nil {
-		return "", fmt.Errorf("cloudsql: invalid api_endpoint %q: %v", endpoint, err)
-	}
-	if (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-		return "", fmt.Errorf("cloudsql: invalid api_endpoint %q: want http(s)://host[:port][/path]", endpoint)
+		return "", err
 	}
 	var prefix string
 	switch version {
@@ -190,6 +201,13 @@ type connectSettings struct {
 		IPAddress string `json:"ipAddress"`
 		Type      string `json:"type"`
 	} `json:"ipAddresses"`
+	PSCEnabled bool   `json:"pscEnabled"`
+	DNSName    string `json:"dnsName"`
+	DNSNames   []struct {
+		Name           string `json:"name"`
+		ConnectionType string `json:"connectionType"`
+		DNSScope       string `json:"dnsScope"`
+	} `json:"dnsNames"`
 }
 
 // Fetch requests a client certificate for key's public half and the instance's server
@@ -252,31 +270,63 @@ func (p *Provider) Fetch(ctx context.Context, key crypto.Signer) (*bundle.Bundle
 		b.TokenExpiry = login.Expiry
 		b.LoginToken = bundle.Secret(login.AccessToken)
 	}
+	b.Engine, b.DNSName = settings.DatabaseVersion, settings.DNSName
 	b.Host = settings.address(p.ipType)
-	if p.needIP && b.Host == "" {
-		typ := "PRIMARY (public)"
-		if p.ipType == "private" {
-			typ = "PRIVATE"
-		}
+	sqlServer := strings.HasPrefix(settings.DatabaseVersion, "SQLSERVER")
+	if sqlServer && p.conn {
+		p.warned.Do(func() {
+			p.log.Warn("SQL Server instance: no connection files are written (they exist for PostgreSQL and MySQL only)",
+				"database_version", settings.DatabaseVersion)
+		})
+	}
+	if p.needIP && b.Host == "" && !sqlServer {
 		return nil, gapi.BadResponse(CallConnectSettings, p.target,
-			fmt.Errorf("the instance has no %s IP address for .pgpass", typ), `set ip_type = "private" or "public" to an address the instance has`)
+			fmt.Errorf("the instance has no address for ip_type %q; it has %s", cmp.Or(p.ipType, "public"), settings.describe()),
+			"set ip_type to one the instance has, or set host in the connection block")
 	}
 	return b, nil
 }
 
-// address returns the instance's IP address of the given type ("public": PRIMARY,
-// "private": PRIVATE), or "".
+// address returns the instance's address for ipType: "public" (default) the PRIMARY IP,
+// "private" the PRIVATE IP, "psc" the PSC DNS name (the PRIVATE_SERVICE_CONNECT
+// instance entry of dnsNames, else dnsName; only when pscEnabled), without its trailing
+// dot. "" when the instance has none.
 func (cs connectSettings) address(ipType string) string {
+	if ipType == "psc" {
+		if !cs.PSCEnabled {
+			return ""
+		}
+		for _, d := range cs.DNSNames {
+			if d.ConnectionType == "PRIVATE_SERVICE_CONNECT" && d.DNSScope == "INSTANCE" && d.Name != "" {
+				return strings.TrimSuffix(d.Name, ".")
+			}
+		}
+		return strings.TrimSuffix(cs.DNSName, ".")
+	}
 	want := "PRIMARY"
 	if ipType == "private" {
 		want = "PRIVATE"
 	}
 	for _, a := range cs.IPAddresses {
-		if a.Type == want {
+		if a.Type == want && a.IPAddress != "" {
 			return a.IPAddress
 		}
 	}
 	return ""
+}
+
+// describe lists the addresses the instance has, by ip_type, for errors.
+func (cs connectSettings) describe() string {
+	var have []string
+	for _, t := range []string{"public", "private", "psc"} {
+		if a := cs.address(t); a != "" {
+			have = append(have, t+" "+a)
+		}
+	}
+	if len(have) == 0 {
+		return "no usable address at all"
+	}
+	return strings.Join(have, ", ")
 }
 
 // LoginTokenError says the IAM login token for a certificate could not be obtained.

@@ -21,7 +21,7 @@ import (
 
 	"github.com/dbcert-agent/dbcert-agent/agent/bundle"
 	"github.com/dbcert-agent/dbcert-agent/agent/emulator"
-	"github.com/dbcert-agent/dbcert-agent/agent/gapi"
+	"github.com/dbcert-agent/dbcert-agent/agent/wire"
 )
 
 // fetcher is the agent's Provider contract (defined in package agent, not imported here).
@@ -190,7 +190,7 @@ func checkHeaders(t *testing.T, r emulator.Request) {
 	if !strings.HasPrefix(r.Header.Get("Authorization"), "Bearer ") { // value deliberately not printed
 		t.Errorf("%s %s: no bearer token", r.Method, r.Path)
 	}
-	if ua := r.Header.Get("User-Agent"); ua != gapi.UserAgent {
+	if ua := r.Header.Get("User-Agent"); ua != wire.UserAgent() {
 		t.Errorf("%s %s: User-Agent %q", r.Method, r.Path, ua)
 	}
 	ct := r.Header.Get("Content-Type")

@@ -52,6 +52,7 @@ type alloyCluster struct {
 	root, intermediate      *ca // client chain
 	server                  *ca // caCert; signs server certificates
 	requests                map[string]*alloyIssue
+	instances               map[string]*alloyInstance // alloydb_conninfo.go
 }
 
 // alloyIssue is a remembered answer, for requestId deduplication.
@@ -171,6 +172,9 @@ func (e *Emulator) AlloyDBIssued() int {
 // POST /{v1|v1beta|v1alpha}/projects/{p}/locations/{l}/clusters/{c}:generateClientCertificate
 // is AlloyDB's; Cloud SQL's /v1/projects/{p}/instances/... paths never match.
 func (e *Emulator) serveAlloyDB(w http.ResponseWriter, r *http.Request) bool {
+	if e.serveAlloyConnectionInfo(w, r) {
+		return true
+	}
 	ver, project, location, cluster, ok := parseAlloyPath(r.URL.Path)
 	if !ok || r.Method != http.MethodPost {
 		return false

@@ -25,6 +25,21 @@ type CloudSQLInstance struct {
 	// ServerCAs is how many CA certificates connectSettings' serverCaCert.cert holds
 	// (CAS modes return several PEM blocks); default 1. The first signs ServerCert.
 	ServerCAs int
+	// IPAddresses is connectSettings' ipAddresses; nil means one PRIMARY 127.0.0.1 (so
+	// tests connect to loopback). Use an empty non-nil slice for none.
+	IPAddresses []IPMapping
+	// DNSName is connectSettings' dnsName (e.g. "abcd.x.us-central1.sql.goog."); "" for
+	// none. With PSCEnabled it is also the PSC entry of dnsNames.
+	DNSName string
+	// PSCEnabled is connectSettings' pscEnabled.
+	PSCEnabled bool
+}
+
+// IPMapping is one entry of connectSettings' ipAddresses: Type is "PRIMARY" (public),
+// "PRIVATE", "OUTGOING" or "MIGRATED_1ST_GEN".
+type IPMapping struct {
+	Type      string `json:"type"`
+	IPAddress string `json:"ipAddress"`
 }
 
 type sqlInstance struct {
@@ -60,6 +75,10 @@ func (e *Emulator) AddCloudSQLInstance(project, instance string, o CloudSQLInsta
 	if o.ServerCAs <= 0 {
 		o.ServerCAs = 1
 	}
+	if o.IPAddresses == nil {
+		o.IPAddresses = []IPMapping{{Type: "PRIMARY", IPAddress: "127.0.0.1"}}
+	}
+	o.IPAddresses = append([]IPMapping{}, o.IPAddresses...)
 	inst := &sqlInstance{project: project, name: instance, opts: o}
 	for range o.ServerCAs {
 		inst.cas = append(inst.cas, e.newServerCA(project, instance))
@@ -113,22 +132,65 @@ func (i *sqlInstance) caPEM() []byte {
 // ServerCert issues a server certificate for hosts (IP addresses or DNS names, e.g.
 // "127.0.0.1", "localhost"), CN "project:instance", signed by the instance's first
 // server CA, with a fresh ECDSA P-256 key as PKCS#8 PEM — for a real PostgreSQL server.
+// It is CloudSQLServerCert with only Hosts set.
 func (e *Emulator) ServerCert(project, instance string, hosts []string) (certPEMOut, keyPEM []byte, err error) {
+	return e.CloudSQLServerCert(project, instance, ServerCertOptions{Hosts: hosts})
+}
+
+// ServerCertOptions shape a server certificate from CloudSQLServerCert.
+type ServerCertOptions struct {
+	// Hosts are SANs: IP addresses or DNS names (e.g. "127.0.0.1", "localhost").
+	Hosts []string
+	// CN is the subject common name; default "PROJECT:INSTANCE", the identity Cloud
+	// SQL's legacy server certificates carry. Set another value (e.g. "proj:other") for
+	// a certificate whose CN names the wrong instance.
+	CN string
+	// DNSName adds the instance's connectSettings dnsName (CloudSQLInstance.DNSName,
+	// trailing dot removed) as a DNS SAN, the identity of CAS-mode server certificates.
+	// An error when the instance has no DNSName.
+	DNSName bool
+	// Expired makes a certificate that expired an hour ago (for negative tests).
+	Expired bool
+}
+
+// CloudSQLServerCert issues a server certificate for the instance, signed by its first
+// server CA (the first block of ServerCAPEM, so a client that trusts the agent's CA file
+// verifies it), with a fresh ECDSA P-256 key as PKCS#8 PEM — for a real PostgreSQL or
+// MySQL/MariaDB server. Clients trust ServerCAPEM; the server trusts ClientCAPEM.
+func (e *Emulator) CloudSQLServerCert(project, instance string, o ServerCertOptions) (certPEMOut, keyPEM []byte, err error) {
 	e.mu.Lock()
 	inst := e.instances[instanceKey(project, instance)]
-	var signer *ca
+	var (
+		signer  *ca
+		dnsName string
+	)
 	if inst != nil {
-		signer = inst.cas[0]
+		signer, dnsName = inst.cas[0], inst.opts.DNSName
 	}
 	e.mu.Unlock()
 	if signer == nil {
 		return nil, nil, fmt.Errorf("emulator: no Cloud SQL instance %s/%s", project, instance)
 	}
+	hosts := append([]string(nil), o.Hosts...)
+	if o.DNSName {
+		if dnsName == "" {
+			return nil, nil, fmt.Errorf("emulator: Cloud SQL instance %s/%s has no DNSName", project, instance)
+		}
+		hosts = append(hosts, strings.TrimSuffix(dnsName, "."))
+	}
+	cn := o.CN
+	if cn == "" {
+		cn = project + ":" + instance
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, err
 	}
-	cert, err := signer.sign(serverCertTemplate(project+":"+instance, hosts, e.now()), key.Public())
+	tmpl := serverCertTemplate(cn, hosts, e.now())
+	if o.Expired {
+		tmpl.NotBefore, tmpl.NotAfter = e.now().Add(-48*time.Hour), e.now().Add(-time.Hour)
+	}
+	cert, err := signer.sign(tmpl, key.Public())
 	if err != nil {
 		return nil, nil, fmt.Errorf("emulator: signing server certificate: %w", err)
 	}
@@ -338,7 +400,9 @@ func (e *Emulator) ephemeralNotAfter(now time.Time, req *ephemeralRequest) (time
 		if !slices.Contains(t.scopes, ScopeSQLLogin) {
 			return time.Time{}, "Invalid request: access_token must be scoped to " + ScopeSQLLogin + "."
 		}
-		notAfter = minTime(notAfter, t.expiry)
+		if !e.opts.NoLoginTokenClamp {
+			notAfter = minTime(notAfter, t.expiry)
+		}
 	}
 	return notAfter, ""
 }
@@ -371,17 +435,26 @@ func (e *Emulator) connectSettings(w http.ResponseWriter, _ *http.Request, inst 
 	e.mu.Lock()
 	caPEM, first := inst.caPEM(), inst.cas[0].cert
 	e.mu.Unlock()
-	writeJSON(w, http.StatusOK, map[string]any{
+	o := inst.opts
+	body := map[string]any{
 		"kind":            "sql#connectSettings",
 		"serverCaCert":    newSSLCertJSON(inst.name, caPEM, first, first.NotBefore),
-		"ipAddresses":     []map[string]string{{"type": "PRIMARY", "ipAddress": "127.0.0.1"}},
-		"region":          inst.opts.Region,
-		"databaseVersion": inst.opts.DatabaseVersion,
+		"ipAddresses":     o.IPAddresses,
+		"region":          o.Region,
+		"databaseVersion": o.DatabaseVersion,
 		"backendType":     "SECOND_GEN",
-		"pscEnabled":      false,
+		"pscEnabled":      o.PSCEnabled,
 		"serverCaMode":    "GOOGLE_MANAGED_INTERNAL_CA",
-		"connectionName":  inst.project + ":" + inst.opts.Region + ":" + inst.name,
-	})
+		"connectionName":  inst.project + ":" + o.Region + ":" + inst.name,
+	}
+	if o.DNSName != "" {
+		body["dnsName"] = o.DNSName
+		if o.PSCEnabled {
+			body["dnsNames"] = []map[string]string{{"name": o.DNSName, "connectionType": "PRIVATE_SERVICE_CONNECT",
+				"dnsScope": "INSTANCE", "recordManager": "CLOUD_SQL_AUTOMATION"}}
+		}
+	}
+	writeJSON(w, http.StatusOK, body)
 }
 
 func (e *Emulator) resetSSLConfig(w http.ResponseWriter, r *http.Request, inst *sqlInstance, tok *accessToken) {

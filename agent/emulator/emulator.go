@@ -19,6 +19,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/dbcert-agent/dbcert-agent/agent/wire"
 )
 
 // Options configure an Emulator. Zero values mean the defaults.
@@ -31,6 +33,12 @@ type Options struct {
 	Now func() time.Time
 	// TokenLifetime is the lifetime of issued OAuth access tokens; default 1h.
 	TokenLifetime time.Duration
+	// NoLoginTokenClamp makes generateEphemeralCert ignore the embedded access_token's
+	// expiry when it sets the certificate's NotAfter (CertLifetime alone decides). Real
+	// Cloud SQL may or may not bound the certificate by the token; the connector clamps
+	// locally regardless (reference §1.5, pitfall 8), and so must the agent: tests of
+	// that clamp use this mode so the emulator does not do the agent's job for it.
+	NoLoginTokenClamp bool
 }
 
 // Request is one request the emulator received.
@@ -107,7 +115,7 @@ func (e *Emulator) Start(addr string) error {
 	if err != nil {
 		return fmt.Errorf("emulator: listen address %q: %v", addr, err)
 	}
-	if !isLoopback(host) {
+	if !wire.IsLoopbackHost(host) {
 		return fmt.Errorf("emulator: refusing to listen on %q: only loopback addresses (127.0.0.0/8, ::1, localhost)", addr)
 	}
 	e.mu.Lock()
@@ -123,14 +131,6 @@ func (e *Emulator) Start(addr string) error {
 	e.url = "http://" + ln.Addr().String() + "/"
 	go func(srv *http.Server) { _ = srv.Serve(ln) }(e.srv)
 	return nil
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // URL is the root URL, e.g. "http://127.0.0.1:PORT/", or "" before Start/SetURL.
@@ -207,7 +207,12 @@ func (e *Emulator) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	e.record(r, body)
-	if f := e.matchFault(r.Method + " " + r.URL.Path); f != nil && applyFault(w, r, f) {
+	f := e.matchFault(r.Method + " " + r.URL.Path)
+	if f != nil && applyFault(w, r, f) {
+		return
+	}
+	if f != nil && f.Mutate != nil {
+		serveMutated(w, r, f, e.route)
 		return
 	}
 	e.route(w, r)

@@ -1,7 +1,11 @@
 package emulator
 
 import (
+	"bytes"
+	"cmp"
+	"encoding/json"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -28,6 +32,66 @@ type Fault struct {
 	CloseConn bool
 	// Times is how many matching requests the fault applies to; 0 means forever.
 	Times int
+	// Mutate, when set, lets the request be handled normally and rewrites the body of
+	// its answer (status and headers kept, Content-Length fixed): for hostile answers
+	// built from real ones (a certificate that does not parse, is for another key, is
+	// expired; a CA that does not parse). See MutateJSON.
+	Mutate func(body []byte) []byte
+	// HugeBody, when positive, answers with Status or 200 and a JSON-looking body of
+	// that many bytes (e.g. 10 MiB).
+	HugeBody int
+	// EmptyBody answers with Status or 200 and no body at all.
+	EmptyBody bool
+}
+
+// MutateJSON returns a Mutate function that decodes a JSON object answer, lets edit
+// change it, and encodes it again. A body that is not a JSON object is left alone.
+func MutateJSON(edit func(m map[string]any)) func([]byte) []byte {
+	return func(body []byte) []byte {
+		var m map[string]any
+		if json.Unmarshal(body, &m) != nil {
+			return body
+		}
+		edit(m)
+		out, err := json.Marshal(m)
+		if err != nil {
+			return body
+		}
+		return out
+	}
+}
+
+// recorder captures a normal answer for Mutate.
+type recorder struct {
+	h      http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (r *recorder) Header() http.Header { return r.h }
+func (r *recorder) WriteHeader(s int) {
+	if r.status == 0 {
+		r.status = s
+	}
+}
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.body.Write(b)
+}
+
+// serveMutated handles r with next into a recorder, then writes the mutated answer.
+func serveMutated(w http.ResponseWriter, r *http.Request, f *Fault, next http.HandlerFunc) {
+	rec := &recorder{h: http.Header{}}
+	next(rec, r)
+	body := f.Mutate(rec.body.Bytes())
+	for k, v := range rec.h {
+		w.Header()[k] = v
+	}
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(cmp.Or(rec.status, http.StatusOK))
+	_, _ = w.Write(body)
 }
 
 type faultState struct {
@@ -85,6 +149,20 @@ func applyFault(w http.ResponseWriter, r *http.Request, f *Fault) bool {
 		closeConn(w)
 		return true
 	}
+	if f.Mutate != nil {
+		return false // the caller serves it through serveMutated
+	}
+	if f.HugeBody > 0 || f.EmptyBody {
+		w.Header().Set("Content-Type", jsonContentType)
+		if f.RetryAfter != "" {
+			w.Header().Set("Retry-After", f.RetryAfter)
+		}
+		w.WriteHeader(cmp.Or(f.Status, http.StatusOK))
+		if f.HugeBody > 0 {
+			writeHuge(w, f.HugeBody)
+		}
+		return true
+	}
 	if f.Status == 0 && f.Body == "" && !f.Garbage {
 		return false
 	}
@@ -112,6 +190,20 @@ func applyFault(w http.ResponseWriter, r *http.Request, f *Fault) bool {
 		writeDefaultError(w, status)
 	}
 	return true
+}
+
+// writeHuge writes n bytes: a JSON object whose one string never ends in time.
+func writeHuge(w http.ResponseWriter, n int) {
+	chunk := bytes.Repeat([]byte("A"), 64<<10)
+	head := []byte(`{"ephemeralCert":{"cert":"`)
+	if _, err := w.Write(head); err != nil {
+		return
+	}
+	for left := n - len(head); left > 0; left -= len(chunk) {
+		if _, err := w.Write(chunk[:min(left, len(chunk))]); err != nil {
+			return // the client stopped reading
+		}
+	}
 }
 
 func closeConn(w http.ResponseWriter) {

@@ -114,7 +114,15 @@ func (e *Emulator) serveOBS(w http.ResponseWriter, r *http.Request) {
 	e.record(r, body)
 	if f := e.matchFault(r.Method + " " + r.URL.Path); f != nil && applyHuaweiFault(w, r, f) {
 		return
+	} else if f != nil && f.Mutate != nil {
+		serveMutated(w, r, f, e.serveOBSFile)
+		return
 	}
+	e.serveOBSFile(w, r)
+}
+
+// serveOBSFile serves a download link (after faults).
+func (e *Emulator) serveOBSFile(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Server", "OBS")
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		writeOBSError(w, http.StatusMethodNotAllowed, "MethodNotAllowed", "The specified method is not allowed against this resource.")
@@ -254,7 +262,7 @@ func obsCodeFor(status int) string {
 
 // applyHuaweiFault is applyFault with Huawei bodies for a bare status (OBS XML here).
 func applyHuaweiFault(w http.ResponseWriter, r *http.Request, f *Fault) bool {
-	if f.Status == 0 || f.Body != "" || f.Garbage || f.CloseConn {
+	if f.Status == 0 || f.Body != "" || f.Garbage || f.CloseConn || f.Mutate != nil || f.HugeBody > 0 || f.EmptyBody {
 		return applyFault(w, r, f)
 	}
 	delayOnly := *f

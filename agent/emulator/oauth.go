@@ -339,3 +339,12 @@ func (e *Emulator) authorize(w http.ResponseWriter, r *http.Request, method stri
 	writeScopeInsufficient(w, method)
 	return nil
 }
+
+// RevokeAccessTokens invalidates every OAuth access token issued so far (as revoking
+// a key or a session does); API calls with them get 401 UNAUTHENTICATED, while the
+// clients holding them still believe them valid. New tokens are issued as before.
+func (e *Emulator) RevokeAccessTokens() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	clear(e.auth.tokens)
+}

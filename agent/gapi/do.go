@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/dbcert-agent/dbcert-agent/agent/apierr"
+	"github.com/dbcert-agent/dbcert-agent/agent/wire"
 	"io"
 	"net/http"
 	"net/url"
@@ -15,12 +16,9 @@ import (
 	"golang.org/x/oauth2"
 )
 
-// MaxBody bounds every response body Do reads (1 MiB). A larger body is a permanent
-// error (for 2xx) — the API never sends that much.
-const MaxBody = 1 << 20
-
-// UserAgent is sent with every request.
-const UserAgent = "dbcert-agent"
+// MaxBody bounds every response body Do reads (1 MiB, wire.MaxBody). A larger body is
+// a permanent error (for 2xx) — the API never sends that much.
+const MaxBody = wire.MaxBody
 
 // Request is one API call.
 type Request struct {
@@ -101,7 +99,7 @@ func Do(ctx context.Context, c *http.Client, req Request, out any) error {
 		return netError(ctx, req, hr.URL.Host, err)
 	}
 	defer resp.Body.Close()
-	raw, tooBig, err := readCapped(resp.Body, MaxBody)
+	raw, tooBig, err := wire.ReadBody(resp.Body)
 	if err != nil && !apierr.RetryableStatus(resp.StatusCode) && resp.StatusCode/100 != 2 {
 		err = nil // a cut-short 4xx body is still a 4xx; parse what arrived
 	}
@@ -141,21 +139,15 @@ func newHTTPRequest(ctx context.Context, req Request) (*http.Request, error) {
 	if err != nil {
 		return nil, fmt.Errorf("building the %s request: %w", req.Call, err)
 	}
+	if err := wire.CheckURL("the "+req.Call+" URL", hr.URL); err != nil {
+		return nil, err
+	}
 	if body != nil {
 		hr.Header.Set("Content-Type", "application/json")
 	}
 	hr.Header.Set("Accept", "application/json")
-	hr.Header.Set("User-Agent", UserAgent)
+	hr.Header.Set("User-Agent", wire.UserAgent())
 	return hr, nil
-}
-
-// readCapped reads at most limit bytes; tooBig reports that more were available.
-func readCapped(r io.Reader, limit int64) (data []byte, tooBig bool, err error) {
-	data, err = io.ReadAll(io.LimitReader(r, limit+1))
-	if int64(len(data)) > limit {
-		return data[:limit], true, nil
-	}
-	return data, false, err
 }
 
 // netError maps an error from http.Client.Do: a token endpoint's refusal becomes an

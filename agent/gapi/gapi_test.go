@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"github.com/dbcert-agent/dbcert-agent/agent/apierr"
+	"github.com/dbcert-agent/dbcert-agent/agent/wire"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -156,7 +157,7 @@ func TestDo(t *testing.T) {
 	if err != nil || out.Name != "x" {
 		t.Fatalf("Do: %v, %+v", err, out)
 	}
-	if got.Header.Get("Content-Type") != "application/json" || got.Header.Get("Accept") != "application/json" || got.Header.Get("User-Agent") != UserAgent {
+	if got.Header.Get("Content-Type") != "application/json" || got.Header.Get("Accept") != "application/json" || got.Header.Get("User-Agent") != wire.UserAgent() {
 		t.Errorf("headers %v", got.Header)
 	}
 	var sent map[string]string

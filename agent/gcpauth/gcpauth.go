@@ -30,6 +30,8 @@ import (
 
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/google"
+
+	"github.com/dbcert-agent/dbcert-agent/agent/wire"
 )
 
 const (
@@ -47,9 +49,6 @@ const (
 	// tokenFetchTimeout bounds every request made to obtain a token (token
 	// endpoint, IAM Credentials).
 	tokenFetchTimeout = 30 * time.Second
-
-	// maxResponseBody caps the response bodies this package reads.
-	maxResponseBody = 1 << 20
 
 	quotaProjectHeader = "X-Goog-User-Project"
 )
@@ -259,11 +258,17 @@ func fromJSON(ctx context.Context, b []byte, scopes []string, early time.Duratio
 		}
 		return nil, "", fmt.Errorf("unsupported credentials type %q; expected service_account, authorized_user, impersonated_service_account, external_account or external_account_authorized_user", h.Type)
 	}
-	creds, err := google.CredentialsFromJSONWithTypeAndParams(ctx, b, typ, google.CredentialsParams{Scopes: scopes})
+	ts, err := newResettable(func() (oauth2.TokenSource, error) {
+		creds, err := google.CredentialsFromJSONWithTypeAndParams(ctx, b, typ, google.CredentialsParams{Scopes: scopes})
+		if err != nil {
+			return nil, err
+		}
+		return withEarlyRefresh(creds.TokenSource, early), nil
+	})
 	if err != nil {
 		return nil, "", fmt.Errorf("loading %s credentials: %w", h.Type, err)
 	}
-	return withEarlyRefresh(creds.TokenSource, early), h.QuotaProjectID, nil
+	return ts, h.QuotaProjectID, nil
 }
 
 // findDefaultCredentials is replaced in tests.
@@ -287,7 +292,7 @@ func fromADC(ctx context.Context, scopes []string, early time.Duration) (oauth2.
 			host = "169.254.169.254"
 		}
 		prefix := "getting a token from the GCE metadata server at " + host + " (not on Google Cloud? set credentials_file or token_file)"
-		return &annotatedSource{src: withEarlyRefresh(creds.TokenSource, early), prefix: prefix}, "", nil
+		return &annotatedSource{src: adcResettable(ctx, creds, scopes, early), prefix: prefix}, "", nil
 	}
 	where := "the gcloud application default credentials file"
 	if v := os.Getenv("GOOGLE_APPLICATION_CREDENTIALS"); v != "" {
@@ -295,7 +300,24 @@ func fromADC(ctx context.Context, scopes []string, early time.Duration) (oauth2.
 	}
 	var h jsonHeader
 	_ = json.Unmarshal(creds.JSON, &h)
-	return &annotatedSource{src: withEarlyRefresh(creds.TokenSource, early), prefix: "getting a token with " + where}, h.QuotaProjectID, nil
+	return &annotatedSource{src: adcResettable(ctx, creds, scopes, early), prefix: "getting a token with " + where}, h.QuotaProjectID, nil
+}
+
+// adcResettable wraps the ADC source so that reset looks the credentials up again.
+func adcResettable(ctx context.Context, first *google.Credentials, scopes []string, early time.Duration) *resettableSource {
+	used := false
+	ts, _ := newResettable(func() (oauth2.TokenSource, error) {
+		creds := first
+		if used {
+			var err error
+			if creds, err = findDefaultCredentials(ctx, google.CredentialsParams{Scopes: scopes, EarlyTokenRefresh: early}); err != nil {
+				return nil, err
+			}
+		}
+		used = true
+		return withEarlyRefresh(creds.TokenSource, early), nil
+	})
+	return ts
 }
 
 // annotatedSource prefixes token errors with where the token came from.
@@ -320,6 +342,13 @@ type authTransport struct {
 }
 
 func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if err := wire.CheckURL("Google API URL", req.URL); err != nil {
+		// A bearer token never goes in clear text over the network, whatever the caller.
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, err
+	}
 	tok, err := t.src.Token()
 	if err != nil {
 		if req.Body != nil {
@@ -328,45 +357,22 @@ func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, fmt.Errorf("getting Google access token: %w", err)
 	}
 	r2 := req.Clone(req.Context())
+	wire.SetUserAgent(r2)
 	tok.SetAuthHeader(r2)
 	if t.quota != "" {
 		r2.Header.Set(quotaProjectHeader, t.quota)
 	}
-	return t.base.RoundTrip(r2)
+	resp, err := t.base.RoundTrip(r2)
+	if err != nil || resp.StatusCode != http.StatusUnauthorized {
+		return resp, err
+	}
+	return t.retryUnauthorized(req, resp, tok)
 }
 
 // checkEndpoint requires https, or http to a loopback host, so a bearer token
-// is never sent in clear text over the network.
+// is never sent in clear text over the network (wire.CheckEndpoint).
 func checkEndpoint(raw string) (*url.URL, error) {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return nil, fmt.Errorf("invalid endpoint %q: %w", raw, err)
-	}
-	switch u.Scheme {
-	case "https":
-	case "http":
-		if !isLoopback(u.Hostname()) {
-			return nil, fmt.Errorf("endpoint %q must use https:// (http:// is allowed only for loopback addresses)", raw)
-		}
-	default:
-		return nil, fmt.Errorf("endpoint %q must be an https:// URL", raw)
-	}
-	if u.Host == "" {
-		return nil, fmt.Errorf("endpoint %q has no host", raw)
-	}
-	if !strings.HasSuffix(u.Path, "/") {
-		u.Path += "/"
-	}
-	u.RawQuery, u.Fragment = "", ""
-	return u, nil
-}
-
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	return wire.CheckEndpoint("endpoint", raw)
 }
 
 // withEarlyRefresh makes ts replace its cached token when less than early is left.

@@ -5,13 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
 
 	"golang.org/x/oauth2"
+
+	"github.com/dbcert-agent/dbcert-agent/agent/wire"
 )
 
 const (
@@ -52,7 +53,9 @@ func newImpersonatingSource(ctx context.Context, base oauth2.TokenSource, sa, en
 		url:    u.String() + "v1/projects/-/serviceAccounts/" + url.PathEscape(sa) + ":generateAccessToken",
 		scopes: append([]string(nil), scopes...),
 	}
-	return oauth2.ReuseTokenSourceWithExpiry(nil, s, impersonationEarlyRefresh), nil
+	return newResettable(func() (oauth2.TokenSource, error) {
+		return oauth2.ReuseTokenSourceWithExpiry(nil, s, impersonationEarlyRefresh), nil
+	})
 }
 
 type generateAccessTokenRequest struct {
@@ -88,6 +91,7 @@ func (s *impersonatingSource) Token() (*oauth2.Token, error) {
 		return nil, fmt.Errorf("impersonating service account %s: %w", s.sa, err)
 	}
 	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", wire.UserAgent())
 	src.SetAuthHeader(req)
 
 	hc, _ := s.ctx.Value(oauth2.HTTPClient).(*http.Client)
@@ -99,7 +103,10 @@ func (s *impersonatingSource) Token() (*oauth2.Token, error) {
 		return nil, fmt.Errorf("impersonating service account %s: generateAccessToken: %w", s.sa, err)
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody))
+	b, tooBig, err := wire.ReadBody(resp.Body)
+	if err == nil && tooBig {
+		err = fmt.Errorf("the body exceeds the %d-byte limit", wire.MaxBody)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("impersonating service account %s: generateAccessToken: reading response (HTTP %s): %w", s.sa, resp.Status, err)
 	}

@@ -106,3 +106,7 @@ func checkTokenChars(tok string) error {
 	}
 	return nil
 }
+
+// reset is a no-op: the file is read again whenever it changes, so after a 401 the
+// transport retries only when someone has written a new token meanwhile.
+func (s *fileTokenSource) reset(string) {}

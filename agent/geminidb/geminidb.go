@@ -31,6 +31,7 @@ import (
 
 	"github.com/dbcert-agent/dbcert-agent/agent/bundle"
 	"github.com/dbcert-agent/dbcert-agent/agent/huaweiauth"
+	"github.com/dbcert-agent/dbcert-agent/agent/wire"
 )
 
 // Call names used in errors.
@@ -40,13 +41,10 @@ const (
 )
 
 // MaxBody bounds every response body read: the API answer and the downloaded file.
-const MaxBody = 1 << 20
+const MaxBody = wire.MaxBody
 
 // maxZipEntries bounds how many files of a zip are looked at.
 const maxZipEntries = 64
-
-// UserAgent is sent with every request.
-const UserAgent = "dbcert-agent"
 
 // Options configure a Provider.
 type Options struct {
@@ -188,7 +186,7 @@ func (p *Provider) downloadLink(ctx context.Context) (*url.URL, error) {
 		return nil, fmt.Errorf("geminidb: building the %s request: %w", CallDownloadLink, err)
 	}
 	req.Header.Set("Accept", "application/json")
-	req.Header.Set("User-Agent", UserAgent)
+	req.Header.Set("User-Agent", wire.UserAgent())
 	resp, err := p.api.Do(req)
 	if err != nil {
 		return nil, p.netError(ctx, CallDownloadLink, req.URL.Host, err)
@@ -264,21 +262,7 @@ func pickCert(certs []certInfo) (certInfo, error) {
 }
 
 // checkLinkURL accepts https links, and http links to loopback hosts (emulators).
-func checkLinkURL(u *url.URL) error {
-	switch {
-	case u.Host == "":
-		return errors.New("no host")
-	case u.User != nil:
-		return errors.New("the link carries user credentials")
-	case u.Scheme == "https":
-		return nil
-	case u.Scheme == "http" && huaweiauth.IsLoopbackHost(u.Hostname()):
-		return nil
-	case u.Scheme == "http":
-		return errors.New("plain http to a non-loopback host; https is required")
-	}
-	return fmt.Errorf("unsupported scheme %q", u.Scheme)
-}
+func checkLinkURL(u *url.URL) error { return wire.CheckURL("download_link", u) }
 
 // fetchLink downloads the link with the plain client: a new request carrying only
 // Accept and User-Agent, so no credentials can go with it.
@@ -288,7 +272,7 @@ func (p *Provider) fetchLink(ctx context.Context, u *url.URL) ([]byte, error) {
 		return nil, fmt.Errorf("geminidb: building the download request: %w", err)
 	}
 	req.Header.Set("Accept", "*/*")
-	req.Header.Set("User-Agent", UserAgent)
+	req.Header.Set("User-Agent", wire.UserAgent())
 	resp, err := p.download.Do(req)
 	if err != nil {
 		return nil, p.netError(ctx, CallDownload, u.Host, err)
@@ -335,13 +319,7 @@ func (p *Provider) netError(ctx context.Context, call, host string, err error) e
 	return huaweiauth.NewNetError(ctx, call, p.target, host, err)
 }
 
-func readCapped(r io.Reader) (data []byte, tooBig bool, err error) {
-	data, err = io.ReadAll(io.LimitReader(r, MaxBody+1))
-	if len(data) > MaxBody {
-		return data[:MaxBody], true, nil
-	}
-	return data, false, err
-}
+func readCapped(r io.Reader) (data []byte, tooBig bool, err error) { return wire.ReadBody(r) }
 
 // apiHint says what to do about a failed ListSslCertDownloadAddresses.
 func apiHint(e *huaweiauth.Error) string {

@@ -234,7 +234,7 @@ func TestAPIErrors(t *testing.T) {
 		{"server", emulator.Fault{Status: 503, Garbage: true}, "503 from ssl-cert/download-link for " + target + ": non-JSON body; server error; retrying", true, 0},
 		{"not json 200", emulator.Fault{Status: 200, Garbage: true}, "200 from ssl-cert/download-link for " + target + ": the response is not the expected JSON", false, 0},
 		{"no certs", emulator.Fault{Status: 200, Body: `{"certs":[]}`}, "lists no certificate download link; check that SSL is enabled", false, 0},
-		{"bad link", emulator.Fault{Status: 200, Body: `{"certs":[{"category":"international","download_link":"http://obs.example.com/ca.crt"}]}`}, "https is required", false, 0},
+		{"bad link", emulator.Fault{Status: 200, Body: `{"certs":[{"category":"international","download_link":"http://obs.example.com/ca.crt"}]}`}, "use https://", false, 0},
 		{"conn", emulator.Fault{CloseConn: true}, "calling ssl-cert/download-link for " + target, true, 0},
 	} {
 		e.ClearFaults()

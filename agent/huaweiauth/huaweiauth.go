@@ -7,7 +7,7 @@
 //     cached and refreshed well before it expires, and at once after a 401;
 //   - AK/SK signing: SDK-HMAC-SHA256 with X-Sdk-Date, host and X-Project-Id signed.
 //
-// It imports only the standard library. Its errors say whether a retry can help
+// It imports only the standard library and agent/wire. Its errors say whether a retry can help
 // (methods Retryable and RetryAfter) and never contain a password, secret key or token.
 package huaweiauth
 
@@ -16,16 +16,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/url"
 	"regexp"
 	"strings"
 	"time"
-)
 
-// UserAgent is sent with the requests this package makes itself (IAM).
-const UserAgent = "dbcert-agent"
+	"github.com/dbcert-agent/dbcert-agent/agent/wire"
+)
 
 // Options configure NewTransport. Exactly one authentication method must be set:
 // TokenFile; or UserName + PasswordFile + DomainName; or AccessKey + SecretKeyFile.
@@ -169,35 +166,27 @@ func NewTransport(o Options) (http.RoundTripper, error) {
 }
 
 // CheckEndpoint checks an API root URL: https://host[:port][/path], or http:// for a
-// loopback host only. It returns it without a trailing slash. what names the setting
-// in errors ("iam_endpoint", "api_endpoint").
+// loopback host only (wire.CheckEndpoint). It returns it without a trailing slash. what
+// names the setting in errors ("iam_endpoint", "api_endpoint").
 func CheckEndpoint(what, raw string) (string, error) {
-	u, err := url.Parse(raw)
+	u, err := wire.CheckEndpoint("huaweicloud "+what, raw)
 	if err != nil {
-		return "", fmt.Errorf("huaweicloud %s %q: %v", what, raw, err)
-	}
-	if u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return "", fmt.Errorf("huaweicloud %s %q: want https://host[:port][/path]", what, raw)
-	}
-	switch u.Scheme {
-	case "https":
-	case "http":
-		if !IsLoopbackHost(u.Hostname()) {
-			return "", fmt.Errorf("huaweicloud %s %q: http:// is allowed only for loopback hosts; use https://", what, raw)
-		}
-	default:
-		return "", fmt.Errorf("huaweicloud %s %q: want https://host[:port][/path]", what, raw)
+		return "", err
 	}
 	return u.Scheme + "://" + u.Host + strings.TrimSuffix(u.EscapedPath(), "/"), nil
 }
 
 // IsLoopbackHost reports whether host (no port) is localhost or a loopback IP.
-func IsLoopbackHost(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
+func IsLoopbackHost(host string) bool { return wire.IsLoopbackHost(host) }
+
+// checkRequest refuses to authenticate a request that would carry credentials in clear
+// text over the network (http:// to a host that is not loopback).
+func checkRequest(req *http.Request) error {
+	if err := wire.CheckURL("huaweicloud API URL", req.URL); err != nil {
+		closeBody(req)
+		return err
 	}
-	ip := net.ParseIP(strings.Trim(host, "[]"))
-	return ip != nil && ip.IsLoopback()
+	return nil
 }
 
 // replayable reports whether req's body can be sent a second time.
@@ -219,10 +208,7 @@ func withBody(req *http.Request, attempt int) (*http.Request, error) {
 }
 
 // drain discards a response we will not return.
-func drain(resp *http.Response) {
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	_ = resp.Body.Close()
-}
+func drain(resp *http.Response) { wire.Discard(resp) }
 
 func closeBody(req *http.Request) {
 	if req.Body != nil {
@@ -237,6 +223,9 @@ type tokenFileTransport struct {
 }
 
 func (t *tokenFileTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if err := checkRequest(req); err != nil {
+		return nil, err
+	}
 	tok, err := t.file.get(false)
 	if err != nil {
 		closeBody(req)
@@ -271,6 +260,9 @@ type passwordTransport struct {
 }
 
 func (t *passwordTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if err := checkRequest(req); err != nil {
+		return nil, err
+	}
 	tok, err := t.src.token(req.Context())
 	if err != nil {
 		closeBody(req)
@@ -318,6 +310,9 @@ const maxSignedBody = 8 << 20
 var projectPathRE = regexp.MustCompile(`^/v[0-9][0-9.]*/([0-9a-fA-F]{32})(/|$)`)
 
 func (t *akskTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if err := checkRequest(req); err != nil {
+		return nil, err
+	}
 	sk, err := t.sk.get(false)
 	if err != nil {
 		closeBody(req)

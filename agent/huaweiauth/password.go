@@ -7,7 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/dbcert-agent/dbcert-agent/agent/apierr"
-	"io"
+	"github.com/dbcert-agent/dbcert-agent/agent/wire"
 	"net/http"
 	"net/url"
 	"sync"
@@ -21,8 +21,6 @@ const (
 	// iamTimeout bounds one token request; it runs detached from the API request that
 	// needed it, so that one impatient caller does not cancel it for the others.
 	iamTimeout = 30 * time.Second
-	// maxIAMBody bounds the token response body we read (the catalog is omitted).
-	maxIAMBody = 1 << 20
 	// refreshMargin: refresh when less than this is left (or a quarter of the
 	// lifetime, when that is shorter — short-lived test tokens).
 	refreshMargin = time.Hour
@@ -205,14 +203,17 @@ func (s *passwordSource) request(ctx context.Context) (*cachedToken, error) {
 	}
 	req.Header.Set("Content-Type", "application/json;charset=utf8")
 	req.Header.Set("Accept", "application/json")
-	req.Header.Set("User-Agent", UserAgent)
+	req.Header.Set("User-Agent", wire.UserAgent())
 	start := s.now()
 	resp, err := s.base.RoundTrip(req)
 	if err != nil {
 		return nil, s.netError(ctx, req.URL, err)
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxIAMBody+1))
+	data, tooBig, err := wire.ReadBody(resp.Body)
+	if err == nil && tooBig && resp.StatusCode/100 == 2 {
+		data = nil // a token body larger than 1 MiB is not one: use the default lifetime
+	}
 	if err != nil && resp.StatusCode/100 == 2 {
 		return nil, s.netError(ctx, req.URL, fmt.Errorf("reading the %d response: %w", resp.StatusCode, err))
 	}
