@@ -363,6 +363,7 @@ func TestReloadAppliesOnlyTheDifference(t *testing.T) {
 // fakeNotifier records notify states.
 type fakeNotifier struct {
 	mu      sync.Mutex
+	status  string
 	states  []string
 	onReady func()
 }
@@ -380,7 +381,19 @@ func (f *fakeNotifier) add(s string) error {
 func (f *fakeNotifier) Ready() error        { return f.add("READY") }
 func (f *fakeNotifier) Reloading() error    { return f.add("RELOADING") }
 func (f *fakeNotifier) Stopping() error     { return f.add("STOPPING") }
-func (f *fakeNotifier) Status(string) error { return f.add("STATUS") }
+func (f *fakeNotifier) Status(s string) error {
+	f.mu.Lock()
+	f.status = s
+	f.mu.Unlock()
+	return f.add("STATUS")
+}
+
+// lastStatus is the last STATUS= text.
+func (f *fakeNotifier) lastStatus() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.status
+}
 func (f *fakeNotifier) count(s string) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
