@@ -279,7 +279,6 @@ type fakeRunOptions struct {
 	Observer Observer
 }
 
-
 func TestReadinessFollowsExpiryNotHistory(t *testing.T) {
 	clock := newFakeClock()
 	p := &fakeProvider{t: t, clock: clock.Now, life: time.Hour}

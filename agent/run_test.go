@@ -378,9 +378,9 @@ func (f *fakeNotifier) add(s string) error {
 	}
 	return nil
 }
-func (f *fakeNotifier) Ready() error        { return f.add("READY") }
-func (f *fakeNotifier) Reloading() error    { return f.add("RELOADING") }
-func (f *fakeNotifier) Stopping() error     { return f.add("STOPPING") }
+func (f *fakeNotifier) Ready() error     { return f.add("READY") }
+func (f *fakeNotifier) Reloading() error { return f.add("RELOADING") }
+func (f *fakeNotifier) Stopping() error  { return f.add("STOPPING") }
 func (f *fakeNotifier) Status(s string) error {
 	f.mu.Lock()
 	f.status = s
