@@ -535,3 +535,26 @@ func TestWatchdogPingsWhileHealthy(t *testing.T) {
 	start := n.pings.Load()
 	eventually(t, 5*time.Second, "pings to go on while idle for longer than every limit", func() bool { return n.pings.Load() >= start+30 })
 }
+
+// TestStatusTokenExpired: `status` judges the files now, login token included: a
+// certificate still valid whose stored login token has expired is "expired".
+func TestStatusTokenExpired(t *testing.T) {
+	now := time.Now()
+	ca, _ := sharedTestCA()
+	key, _ := bundle.NewKey()
+	b := ca.issue(t, key, now.Add(-10*time.Minute), time.Hour)
+	b.TokenExpiry = now.Add(-time.Minute)
+	sink := &memSink{}
+	sink.set(b)
+	var st InstanceStatus
+	fillStatus(&st, &Instance{Name: "a", NeedsKey: true, Sinks: []Sink{sink}}, now)
+	if st.State != StateExpired {
+		t.Errorf("state %q with an expired login token, want %q", st.State, StateExpired)
+	}
+	b.TokenExpiry = now.Add(time.Minute)
+	st = InstanceStatus{}
+	fillStatus(&st, &Instance{Name: "a", NeedsKey: true, Sinks: []Sink{sink}}, now)
+	if st.State == StateExpired || st.State == StateInvalid {
+		t.Errorf("state %q with a valid login token", st.State)
+	}
+}
