@@ -130,6 +130,7 @@ type fakeProvider struct {
 	fail  error
 	calls int
 	block chan struct{} // when set, Fetch blocks on it, ignoring ctx
+	host  string        // Bundle.Host of what it issues
 }
 
 func (p *fakeProvider) Fetch(ctx context.Context, key crypto.Signer) (*bundle.Bundle, error) {
@@ -150,7 +151,9 @@ func (p *fakeProvider) Fetch(ctx context.Context, key crypto.Signer) (*bundle.Bu
 	if err != nil {
 		return nil, err
 	}
-	return ca.issue(p.t, key, p.clock(), p.life), nil
+	b := ca.issue(p.t, key, p.clock(), p.life)
+	b.Host = p.host
+	return b, nil
 }
 
 func (p *fakeProvider) setFail(err error) {
@@ -556,5 +559,85 @@ func TestStatusTokenExpired(t *testing.T) {
 	fillStatus(&st, &Instance{Name: "a", NeedsKey: true, Sinks: []Sink{sink}}, now)
 	if st.State == StateExpired || st.State == StateInvalid {
 		t.Errorf("state %q with a valid login token", st.State)
+	}
+}
+
+// lossySink is a sink that does not keep Host (as a file sink without .pgpass does not)
+// and, when commitThenFail is set, stores a bundle but reports an error (a failure
+// after the commit, say while pruning old generations on a full disk).
+type lossySink struct {
+	memSink
+	commitThenFail atomic.Bool
+}
+
+func (s *lossySink) Write(ctx context.Context, b *bundle.Bundle) (bool, error) {
+	c := *b
+	c.Host = ""
+	changed, err := s.memSink.Write(ctx, &c)
+	if err == nil && s.commitThenFail.Load() {
+		return changed, errors.New("pruning old generations: no space left on device")
+	}
+	return changed, err
+}
+
+// TestOwnWritesAreNotAnotherProcess: a change in the sink directory made by the
+// daemon's own write is never reported as files "written by another process".
+func TestOwnWritesAreNotAnotherProcess(t *testing.T) {
+	clock := newFakeClock()
+	p := &fakeProvider{t: t, clock: clock.Now, life: time.Hour, host: "10.0.0.5"}
+	sink := &lossySink{}
+	d, buf := fakeDaemon(t, clock, fakeRunOptions{}, &Instance{Name: "a", Provider: p, NeedsKey: true, Sinks: []Sink{sink}})
+	eventually(t, 5*time.Second, "files", func() bool { return p.count() == 1 })
+	settle(t, d)
+	heal := func() {
+		d.mu.Lock()
+		l := d.loops["a"]
+		d.mu.Unlock()
+		poke(l.heal)
+		time.Sleep(150 * time.Millisecond) // repair lets events settle for 100 ms
+		settle(t, d)
+	}
+	heal() // the directory event of the daemon's own write
+	if strings.Contains(buf.String(), "another process") || strings.Contains(buf.String(), "reported an error") {
+		t.Fatal("the daemon's own successful write was reported as something else")
+	}
+	// A write that reaches the disk but reports an error.
+	sink.commitThenFail.Store(true)
+	clock.Advance(41 * time.Minute)
+	eventually(t, 5*time.Second, "the renewal", func() bool { return p.count() == 2 })
+	settle(t, d)
+	heal()
+	if strings.Contains(buf.String(), "another process") {
+		t.Error("files of the daemon's own failed write were reported as another process's")
+	}
+	if !strings.Contains(buf.String(), "the files of the last write are on disk although writing reported an error") {
+		t.Error("the daemon did not take up its own files")
+	}
+}
+
+// TestOnceReportsEachFailureOnce: `once` does not log a failure that it returns; the
+// error names the failed instances in one line and carries one error per instance.
+func TestOnceReportsEachFailureOnce(t *testing.T) {
+	buf := &syncBuffer{}
+	log := slog.New(slog.NewTextHandler(buf, nil))
+	p := &fakeProvider{t: t, clock: time.Now, fail: permErr}
+	ok := &fakeProvider{t: t, clock: time.Now, life: time.Hour}
+	a := NewWithInstances([]*Instance{
+		{Name: "bad", Provider: p, NeedsKey: true, Sinks: []Sink{&memSink{}}},
+		{Name: "good", Provider: ok, NeedsKey: true, Sinks: []Sink{&memSink{}}},
+	}, Options{Logger: log})
+	err := a.Once(context.Background(), OnceOptions{})
+	var re *RunError
+	if !errors.As(err, &re) || len(re.Failed) != 1 || re.Failed[0].Instance != "bad" {
+		t.Fatalf("Once = %v", err)
+	}
+	if strings.Contains(buf.String(), "403") {
+		t.Errorf("the failure was logged as well as returned:\n%s", buf.String())
+	}
+	if got := re.Error(); got != "1 of 2 instances failed: bad" {
+		t.Errorf("RunError = %q", got)
+	}
+	if !strings.Contains(re.Failed[0].Error(), `instance "bad": `+permErr.Error()) {
+		t.Errorf("the instance error = %q", re.Failed[0].Error())
 	}
 }
