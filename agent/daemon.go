@@ -28,10 +28,14 @@ type daemon struct {
 	inflight chan struct{}
 	keygen   chan struct{} // bounds concurrent RSA key generation
 	clock    *clockWatch
-	cron     *cron.Cron
-	watcher  *fsnotify.Watcher
-	ready    *readiness // the Agent's
-	hb       heartbeat  // the supervisor's (run's select loop)
+	// clockTick and clockRead drive the clock watch (tests inject them); default a
+	// ticker of clockPeriod and the system's clocks.
+	clockTick <-chan time.Time
+	clockRead clockReader
+	cron      *cron.Cron
+	watcher   *fsnotify.Watcher
+	ready     *readiness // the Agent's
+	hb        heartbeat  // the supervisor's (run's select loop)
 
 	mu      sync.Mutex
 	loops   map[string]*loop
@@ -84,7 +88,15 @@ func (d *daemon) run(ctx context.Context) error {
 	auxCtx, stopAux := context.WithCancel(ctx)
 	defer func() { stopAux(); aux.Wait() }()
 	aux.Add(2)
-	go func() { defer aux.Done(); d.clock.run(auxCtx, clockPeriod) }()
+	if d.clockTick == nil {
+		t := time.NewTicker(clockPeriod)
+		defer t.Stop()
+		d.clockTick = t.C
+	}
+	if d.clockRead == nil {
+		d.clockRead = systemClocks()
+	}
+	go func() { defer aux.Done(); d.clock.run(auxCtx, d.clockTick, d.clockRead) }()
 	go func() { defer aux.Done(); d.watchEvents(auxCtx) }()
 	d.cron.Start()
 	defer func() { <-d.cron.Stop().Done() }()

@@ -407,8 +407,9 @@ func (f *fakeNotifier) count(s string) int {
 }
 
 // TestRunRenewsAtOnceAfterSuspend: timers run on the monotonic clock, which stops during
-// suspend. When the wall clock has jumped past the renewal time, the clock watch's
-// broadcast makes the loop re-check and renew at once.
+// suspend. When the wall clock has jumped past the renewal time, the clock watch notices
+// at its next check (driven here by an injected tick and injected clock readings) and
+// the loop re-checks and renews at once.
 func TestRunRenewsAtOnceAfterSuspend(t *testing.T) {
 	w := newWorld(t, time.Hour)
 	var (
@@ -425,6 +426,10 @@ func TestRunRenewsAtOnceAfterSuspend(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	tick := make(chan time.Time)
+	base := time.Now()
+	d.clockTick = tick
+	d.clockRead = func() (time.Time, time.Duration) { return now().Round(0), time.Since(base) }
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.run(ctx) }()
@@ -433,7 +438,12 @@ func TestRunRenewsAtOnceAfterSuspend(t *testing.T) {
 	// Let the loop settle: its own write wakes it once more through the directory watch,
 	// and a wake-up re-reads the clock, which must still be the old one then.
 	time.Sleep(500 * time.Millisecond)
+	tick <- time.Now() // a check without a jump changes nothing
+	time.Sleep(300 * time.Millisecond)
 	issued := w.emu.Issued()
+	if issued != 1 {
+		t.Fatalf("%d certificates before the clock jump", issued)
+	}
 
 	mu.Lock()
 	offset = 50 * time.Minute // the machine slept; renewal was due at about 40 minutes
@@ -442,8 +452,64 @@ func TestRunRenewsAtOnceAfterSuspend(t *testing.T) {
 	if w.emu.Issued() != issued {
 		t.Fatal("renewed before the clock jump was noticed; the test does not test the watch")
 	}
-	d.clock.broadcast()
+	tick <- time.Now() // the watch's next check
 	eventually(t, 5*time.Second, "a renewal after the clock jump", func() bool { return w.emu.Issued() == issued+1 })
+}
+
+// TestClockWatch: the watch broadcasts when the wall clock moved differently from the
+// monotonic clock between two checks by more than the slack, and only then.
+func TestClockWatch(t *testing.T) {
+	c := newClockWatch()
+	tick := make(chan time.Time)
+	var (
+		mu   sync.Mutex
+		wall = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+		mono time.Duration
+	)
+	reads := make(chan struct{}, 1)
+	read := func() (time.Time, time.Duration) {
+		mu.Lock()
+		defer mu.Unlock()
+		defer func() { reads <- struct{}{} }()
+		return wall, mono
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); c.run(ctx, tick, read) }()
+	defer func() { cancel(); <-done }()
+	<-reads // the first reading
+	steps := []struct {
+		name       string
+		wall, mono time.Duration // how far each clock moves before the check
+		jump       bool
+	}{
+		{"both clocks advance together", time.Minute, time.Minute, false},
+		{"drift within the slack", time.Minute + clockSlack, time.Minute, false},
+		{"suspend: the wall clock ran on, the monotonic one stood", time.Hour, time.Minute, true},
+		{"steady again", time.Minute, time.Minute, false},
+		{"the clock was set back", -10 * time.Minute, time.Minute, true},
+		{"set forward a little more than the slack", time.Minute + clockSlack + time.Second, time.Minute, true},
+	}
+	for _, s := range steps {
+		ch := c.changed()
+		mu.Lock()
+		wall, mono = wall.Add(s.wall), mono+s.mono
+		mu.Unlock()
+		tick <- time.Time{}
+		<-reads
+		tick <- time.Time{} // accepted only after the first check is done
+		<-reads             // the same readings: no movement
+		select {
+		case <-ch:
+			if !s.jump {
+				t.Errorf("%s: broadcast without a jump", s.name)
+			}
+		default:
+			if s.jump {
+				t.Errorf("%s: no broadcast", s.name)
+			}
+		}
+	}
 }
 
 func TestBucket(t *testing.T) {
