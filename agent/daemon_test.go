@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math/big"
+	"net"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,6 +22,7 @@ import (
 	"github.com/dbcert-agent/dbcert-agent/agent/bundle"
 	"github.com/dbcert-agent/dbcert-agent/agent/hook"
 	"github.com/dbcert-agent/dbcert-agent/agent/metrics"
+	"github.com/dbcert-agent/dbcert-agent/agent/sdnotify"
 	"github.com/dbcert-agent/dbcert-agent/config"
 )
 
@@ -640,4 +643,75 @@ func TestOnceReportsEachFailureOnce(t *testing.T) {
 	if !strings.Contains(re.Failed[0].Error(), `instance "bad": `+permErr.Error()) {
 		t.Errorf("the instance error = %q", re.Failed[0].Error())
 	}
+}
+
+// TestSystemdNotifyEndToEnd: the daemon with the real sdnotify.Notifier on a unix
+// socket: READY=1 although one instance failed permanently, STATUS= names it, and
+// WATCHDOG=1 pings arrive while the loops are healthy and stop when one is stuck.
+func TestSystemdNotifyEndToEnd(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var (
+		mu   sync.Mutex
+		msgs []string
+	)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			msgs = append(msgs, string(buf[:n]))
+			mu.Unlock()
+		}
+	}()
+	count := func(prefix string) (n int, last string) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, m := range msgs {
+			if strings.HasPrefix(m, prefix) {
+				n, last = n+1, m
+			}
+		}
+		return n, last
+	}
+	notifier, err := sdnotify.New(sock, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := &fakeProvider{t: t, clock: time.Now, life: time.Hour}
+	bad := &fakeProvider{t: t, clock: time.Now, fail: permErr}
+	sched := &fakeProvider{t: t, clock: time.Now, life: time.Hour}
+	gate := make(chan struct{})
+	defer close(gate)
+	trigger := &Instance{Name: "wedged", Provider: sched, NeedsKey: true, Sinks: []Sink{&memSink{}}}
+	d, _ := fakeDaemon(t, nil, fakeRunOptions{RunOptions: RunOptions{Notifier: notifier, FetchTimeout: 200 * time.Millisecond}},
+		&Instance{Name: "good", Provider: good, NeedsKey: true, Sinks: []Sink{&memSink{}}},
+		&Instance{Name: "bad", Provider: bad, NeedsKey: true, Sinks: []Sink{&memSink{}}},
+		trigger)
+	eventually(t, 5*time.Second, "READY=1", func() bool { n, _ := count("READY=1"); return n == 1 })
+	eventually(t, 5*time.Second, "STATUS= naming the failed instance", func() bool {
+		_, s := count("STATUS=")
+		return strings.Contains(s, "failed permanently (see the log): bad")
+	})
+	eventually(t, 5*time.Second, "watchdog pings", func() bool { n, _ := count("WATCHDOG=1"); return n >= 3 })
+	// The next fetch of "wedged" never returns.
+	sched.mu.Lock()
+	sched.block = gate
+	sched.mu.Unlock()
+	d.mu.Lock()
+	poke(d.loops["wedged"].trigger)
+	d.mu.Unlock()
+	eventually(t, 10*time.Second, "the pings to stop", func() bool {
+		before, _ := count("WATCHDOG=1")
+		time.Sleep(300 * time.Millisecond)
+		after, _ := count("WATCHDOG=1")
+		return before == after
+	})
 }
