@@ -261,25 +261,33 @@ func certRequests(e *emulator.Emulator) []time.Time {
 
 // TestRunHonoursRetryAfterAndRateLimit: a 429 with Retry-After: 2 delays the retry by at
 // least 2 s; after that second attempt also fails, the burst of 2 is spent and the next
-// attempt waits for the 30 s refill instead of hammering the API.
+// attempt waits for the 30 s refill instead of hammering the API. On a fake clock.
 func TestRunHonoursRetryAfterAndRateLimit(t *testing.T) {
 	w := newWorld(t, time.Hour)
 	w.emu.Inject(emulator.Fault{Match: "generateEphemeralCert", Status: 429, RetryAfter: "2", Times: 1})
 	w.emu.Inject(emulator.Fault{Match: "generateEphemeralCert", Status: 503, Times: 1})
-	stop := w.run(NewWithInstances(w.instances("a"), Options{Logger: w.log}), RunOptions{})
-	defer stop()
-	eventually(t, 10*time.Second, "two attempts", func() bool { return len(certRequests(w.emu)) >= 2 })
-	reqs := certRequests(w.emu)
-	if gap := reqs[1].Sub(reqs[0]); gap < 2*time.Second {
-		t.Errorf("retried %v after a 429 with Retry-After: 2", gap)
+	clock := newFakeClock()
+	clock.now = time.Now() // the emulator's certificates are valid in real time
+	d, _ := fakeDaemon(t, clock, fakeRunOptions{}, w.instances("a")...)
+	eventually(t, 10*time.Second, "the first attempt", func() bool { return len(certRequests(w.emu)) == 1 })
+	settle(t, d)
+	clock.Advance(1900 * time.Millisecond)
+	settle(t, d)
+	if n := len(certRequests(w.emu)); n != 1 {
+		t.Fatalf("retried %d times within 1.9 s of a 429 with Retry-After: 2", n-1)
 	}
-	// The second retry's backoff is up to 2 s; then the spent burst holds the third
-	// attempt back for about 30 s.
-	eventually(t, 10*time.Second, "the rate limit", func() bool { return strings.Contains(w.buf.String(), "refresh rate limited") })
-	time.Sleep(time.Second)
+	clock.Advance(100 * time.Millisecond)
+	eventually(t, 5*time.Second, "the retry after Retry-After", func() bool { return len(certRequests(w.emu)) == 2 })
+	settle(t, d)
+	// The 503's backoff is at most 2 s; then the spent burst holds the third attempt
+	// back until a token refills (30 s after the first).
+	clock.Advance(2 * time.Second)
+	settle(t, d)
 	if n := len(certRequests(w.emu)); n != 2 {
-		t.Errorf("%d attempts; the third must wait for the rate limit", n)
+		t.Fatalf("%d attempts; the third must wait for the rate limit", n)
 	}
+	clock.Advance(26 * time.Second) // 30 s after the first attempt
+	eventually(t, 5*time.Second, "the third attempt once the rate limit allows", func() bool { return len(certRequests(w.emu)) == 3 })
 }
 
 func TestRunRecoversFromTransientErrors(t *testing.T) {
@@ -296,20 +304,21 @@ func TestRunRecoversFromTransientErrors(t *testing.T) {
 func TestRunPermanentErrorIsNotHammered(t *testing.T) {
 	w := newWorld(t, time.Hour)
 	w.emu.Inject(emulator.Fault{Match: "generateEphemeralCert", Status: 403})
-	stop := w.run(NewWithInstances(w.instances("a"), Options{Logger: w.log}), RunOptions{})
-	time.Sleep(1500 * time.Millisecond)
-	stop()
-	attempts := 0
-	for _, r := range w.emu.Requests() {
-		if strings.Contains(r.Path, "generateEphemeralCert") {
-			attempts++
-		}
+	clock := newFakeClock()
+	clock.now = time.Now()
+	d, buf := fakeDaemon(t, clock, fakeRunOptions{}, w.instances("a")...)
+	eventually(t, 10*time.Second, "the first attempt", func() bool { return len(certRequests(w.emu)) == 1 })
+	for range 4 {
+		clock.Advance(time.Minute)
+		settle(t, d)
 	}
-	if attempts != 1 {
-		t.Errorf("a permanent 403 was tried %d times in 1.5s, want 1", attempts)
+	if n := len(certRequests(w.emu)); n != 1 {
+		t.Errorf("a permanent 403 was tried %d times in 4 minutes, want 1", n)
 	}
-	if !strings.Contains(w.buf.String(), "cloudsql.instances.connect") {
-		t.Errorf("the log does not say what to fix:\n%s", w.buf.String())
+	clock.Advance(time.Minute + time.Second) // the 5-minute backoff ceiling
+	eventually(t, 5*time.Second, "one retry at the backoff ceiling", func() bool { return len(certRequests(w.emu)) == 2 })
+	if !strings.Contains(buf.String(), "cloudsql.instances.connect") {
+		t.Errorf("the log does not say what to fix:\n%s", buf.String())
 	}
 }
 
