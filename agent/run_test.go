@@ -308,6 +308,7 @@ func TestRunPermanentErrorIsNotHammered(t *testing.T) {
 	clock.now = time.Now()
 	d, buf := fakeDaemon(t, clock, fakeRunOptions{}, w.instances("a")...)
 	eventually(t, 10*time.Second, "the first attempt", func() bool { return len(certRequests(w.emu)) == 1 })
+	settle(t, d) // the failure is handled at the clock's current time
 	for range 4 {
 		clock.Advance(time.Minute)
 		settle(t, d)
