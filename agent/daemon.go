@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"path/filepath"
 	"reflect"
 	"runtime"
@@ -13,14 +12,13 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
-	"github.com/robfig/cron/v3"
 
 	"github.com/dbcert-agent/dbcert-agent/agent/bundle"
 	"github.com/dbcert-agent/dbcert-agent/config"
 )
 
 // daemon supervises the instance loops of Run: it starts and stops them (also on
-// reload), owns the shared cron runner, the sink-directory watcher and the clock
+// reload), owns the sink-directory watcher and the clock
 // watcher, and tracks readiness.
 type daemon struct {
 	a        *Agent
@@ -32,16 +30,14 @@ type daemon struct {
 	// ticker of clockPeriod and the system's clocks.
 	clockTick <-chan time.Time
 	clockRead clockReader
-	cron      *cron.Cron
 	watcher   *fsnotify.Watcher
 	ready     *readiness // the Agent's
 	hb        heartbeat  // the supervisor's (run's select loop)
 
-	mu      sync.Mutex
-	loops   map[string]*loop
-	cronIDs map[string]cron.EntryID
-	dirs    map[string]*loop // watched sink directory → loop
-	wg      sync.WaitGroup
+	mu    sync.Mutex
+	loops map[string]*loop
+	dirs  map[string]*loop // watched sink directory → loop
+	wg    sync.WaitGroup
 }
 
 func newDaemon(a *Agent, o RunOptions) (*daemon, error) {
@@ -55,23 +51,17 @@ func newDaemon(a *Agent, o RunOptions) (*daemon, error) {
 	if err != nil {
 		return nil, fmt.Errorf("watching sink directories: %w", err)
 	}
-	cronLog := cronLogger{a.log}
 	return &daemon{
 		a: a, o: o,
 		inflight: make(chan struct{}, o.MaxInFlight),
 		keygen:   make(chan struct{}, runtime.GOMAXPROCS(0)),
 		clock:    newClockWatch(),
-		cron:     cron.New(cron.WithParser(cronParser), cron.WithChain(cron.Recover(cronLog), cron.SkipIfStillRunning(cronLog)), cron.WithLogger(cronLog)),
 		watcher:  w,
 		ready:    a.ready,
 		loops:    map[string]*loop{},
-		cronIDs:  map[string]cron.EntryID{},
 		dirs:     map[string]*loop{},
 	}, nil
 }
-
-// cronParser accepts what config validated: 5 fields, descriptors, CRON_TZ=.
-var cronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
 
 func (d *daemon) notify(f func(Notifier) error) {
 	if d.o.Notifier == nil {
@@ -98,8 +88,6 @@ func (d *daemon) run(ctx context.Context) error {
 	}
 	go func() { defer aux.Done(); d.clock.run(auxCtx, d.clockTick, d.clockRead) }()
 	go func() { defer aux.Done(); d.watchEvents(auxCtx) }()
-	d.cron.Start()
-	defer func() { <-d.cron.Stop().Done() }()
 
 	reloads := make(chan struct{}, 1)
 	if d.o.Reload != nil && d.o.ConfigPath != "" {
@@ -296,14 +284,6 @@ func (d *daemon) start(ctx context.Context, in *Instance) {
 	d.loops[in.Name] = l
 	d.mu.Unlock()
 	d.ready.add(in.Name)
-	// CA-only instances follow their schedule in the loop, counted from the last
-	// download stored with the files (nextDownload); the others get extra refreshes.
-	if in.NeedsKey && in.Spec != nil && in.Spec.Schedule != nil {
-		id := d.cron.Schedule(in.Spec.Schedule.Schedule, cron.FuncJob(func() { poke(l.trigger) }))
-		d.mu.Lock()
-		d.cronIDs[in.Name] = id
-		d.mu.Unlock()
-	}
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
@@ -317,10 +297,6 @@ func (d *daemon) stop(l *loop) {
 	<-l.done
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if id, ok := d.cronIDs[l.in.Name]; ok {
-		d.cron.Remove(id)
-		delete(d.cronIDs, l.in.Name)
-	}
 	for dir, owner := range d.dirs {
 		if owner == l {
 			_ = d.watcher.Remove(dir)
@@ -470,15 +446,6 @@ func (nopObserver) Files(string, *bundle.Bundle, time.Time) {}
 func (nopObserver) Refreshed(string, string)                {}
 func (nopObserver) HookRan(string, bool)                    {}
 func (nopObserver) Removed(string)                          {}
-
-// cronLogger adapts slog to cron's logger: its chatty Info is dropped, errors (a
-// recovered panic in a job) are logged.
-type cronLogger struct{ log *slog.Logger }
-
-func (cronLogger) Info(string, ...any) {}
-func (c cronLogger) Error(err error, msg string, kv ...any) {
-	c.log.Error("schedule: "+msg, append(kv, "err", err)...)
-}
 
 // reloadLimit is how long a reload may take: building the new instances, and stopping
 // changed loops, which finish the fetch, write and hooks they are in.

@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/robfig/cron/v3"
+
 	"github.com/dbcert-agent/dbcert-agent/agent/bundle"
 	"github.com/dbcert-agent/dbcert-agent/agent/hook"
 	"github.com/dbcert-agent/dbcert-agent/agent/metrics"
@@ -407,7 +409,7 @@ func TestRestartHonoursStoredTokenExpiry(t *testing.T) {
 // again when its schedule says so counted from the last download stored with the files,
 // not from the start of the agent.
 func TestCAOnlyScheduleCountsFromLastDownload(t *testing.T) {
-	sched, err := cronParser.Parse("@every 6h")
+	sched, err := cron.ParseStandard("@every 6h")
 	if err != nil {
 		t.Fatal(err)
 	}

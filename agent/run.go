@@ -97,7 +97,10 @@ type loopState struct {
 	retryAt time.Time      // set after a failure
 	attempt int
 	hold    time.Time // rate limit: no refresh before this
-	forced  bool      // a cron trigger asked for a refresh
+	forced  bool      // a trigger (the schedule) asked for a refresh
+	// schedAt is the next extra refresh of a certificate instance's schedule (zero:
+	// none); CA-only instances count theirs from the last download (nextDownload).
+	schedAt time.Time
 	keyAt   time.Time // when to generate the next key ahead of time (zero: not planned)
 	keys    *keySource
 	bucket  *bucket
@@ -133,6 +136,9 @@ func (d *daemon) loop(ctx context.Context, l *loop) {
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		log.Info("files on disk need replacing", "reason", err)
 	}
+	if in.NeedsKey && in.Spec != nil && in.Spec.Schedule != nil {
+		st.schedAt = in.Spec.Schedule.Next(now) // extra refreshes at the schedule's times
+	}
 	d.report(in, st)
 	for {
 		now := a.now()
@@ -144,6 +150,9 @@ func (d *daemon) loop(ctx context.Context, l *loop) {
 				continue
 			}
 			st.forced = false
+			if !st.schedAt.IsZero() && !now.Before(st.schedAt) {
+				st.schedAt = in.Spec.Schedule.Next(now)
+			}
 			d.refresh(ctx, l, st, log)
 			d.report(in, st)
 			continue
@@ -185,6 +194,9 @@ func (d *daemon) due(in *Instance, st *loopState, now time.Time) time.Time {
 		t = in.nextDownload(st.cur, now) // zero without a schedule
 	default:
 		t = in.renewAt(st.cur, st.jitter)
+	}
+	if st.retryAt.IsZero() && !st.schedAt.IsZero() && (t.IsZero() || st.schedAt.Before(t)) {
+		t = st.schedAt
 	}
 	if !t.IsZero() && t.Before(st.hold) {
 		t = st.hold

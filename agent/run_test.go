@@ -543,14 +543,27 @@ func TestBucket(t *testing.T) {
 	}
 }
 
+// TestRunScheduleTriggersRefresh: a schedule adds refreshes at its times although the
+// certificate is far from due. On a fake clock.
 func TestRunScheduleTriggersRefresh(t *testing.T) {
 	w := newWorld(t, time.Hour)
-	w.extra = `schedule = "@every 1s"`
-	stop := w.run(NewWithInstances(w.instances("a"), Options{Logger: w.log}), RunOptions{})
-	defer stop()
-	// The first certificate at start, a second from the schedule although the first is
-	// far from due.
-	eventually(t, 5*time.Second, "a scheduled refresh and its hook", func() bool { return w.emu.Issued() >= 2 && w.hookRuns("a") >= 2 })
+	w.extra = `schedule = "*/10 * * * *"`
+	clock := newFakeClock()
+	clock.now = time.Now() // the emulator's certificates are valid in real time
+	next := clock.now.Truncate(10 * time.Minute).Add(10 * time.Minute)
+	d, _ := fakeDaemon(t, clock, fakeRunOptions{}, w.instances("a")...)
+	eventually(t, 10*time.Second, "the first certificate and its hook", func() bool { return w.emu.Issued() == 1 && w.hookRuns("a") == 1 })
+	settle(t, d)
+	clock.Advance(next.Sub(clock.Now()) - time.Second)
+	settle(t, d)
+	if n := w.emu.Issued(); n != 1 {
+		t.Fatalf("%d certificates before the scheduled time", n)
+	}
+	clock.Advance(time.Second)
+	eventually(t, 5*time.Second, "a scheduled refresh and its hook", func() bool { return w.emu.Issued() == 2 && w.hookRuns("a") == 2 })
+	settle(t, d)
+	clock.Advance(10 * time.Minute)
+	eventually(t, 5*time.Second, "the next scheduled refresh", func() bool { return w.emu.Issued() == 3 })
 }
 
 // TestRunOutageKeepsFilesAndRecovers: while the API fails, the files on disk stay as
