@@ -86,7 +86,7 @@ type loop struct {
 	hb      *heartbeat // progress, for the watchdog
 	cancel  context.CancelFunc
 	done    chan struct{}
-	trigger chan struct{} // cron: refresh now (buffered 1)
+	trigger chan struct{} // refresh now (buffered 1)
 	heal    chan struct{} // a sink directory changed (buffered 1)
 }
 
