@@ -143,7 +143,7 @@ func (a *Agent) onceInstance(ctx, fetchCtx context.Context, in *Instance, force 
 		}
 		if at.IsZero() || now.Before(at) {
 			log.Info("files are up to date; skipping (use -force to refresh anyway)",
-				"not_after", cur.NotAfter().UTC().Format(time.RFC3339), "renew_at", at.UTC().Format(time.RFC3339))
+				"not_after", fmtTime(cur.NotAfter()), "renew_at", fmtTime(at))
 			return nil
 		}
 		log.Info("files are due for renewal", "not_after", cur.NotAfter().UTC().Format(time.RFC3339))
