@@ -717,3 +717,33 @@ func TestSystemdNotifyEndToEnd(t *testing.T) {
 		return before == after
 	})
 }
+
+// TestGoneFilesAreNotReady: files deleted behind the daemon's back that it cannot
+// restore make the instance not ready at once, not when the certificate would expire.
+func TestGoneFilesAreNotReady(t *testing.T) {
+	clock := newFakeClock()
+	p := &fakeProvider{t: t, clock: clock.Now, life: time.Hour}
+	sink := &memSink{}
+	d, _ := fakeDaemon(t, clock, fakeRunOptions{}, &Instance{Name: "a", Provider: p, NeedsKey: true, Sinks: []Sink{sink}})
+	eventually(t, 5*time.Second, "files", func() bool { return p.count() == 1 })
+	settle(t, d)
+	if ok, _ := d.a.Ready(); !ok {
+		t.Fatal("not ready with files")
+	}
+	sink.mu.Lock()
+	sink.b, sink.fail = nil, errors.New("read-only file system")
+	sink.mu.Unlock()
+	d.mu.Lock()
+	poke(d.loops["a"].heal) // what the directory watch does
+	d.mu.Unlock()
+	time.Sleep(150 * time.Millisecond)
+	settle(t, d)
+	if ok, missing := d.a.Ready(); ok || fmt.Sprint(missing) != "[a]" {
+		t.Errorf("Ready() = %v, %v with the files gone; want false, [a]", ok, missing)
+	}
+	sink.mu.Lock()
+	sink.fail = nil
+	sink.mu.Unlock()
+	clock.Advance(5 * time.Minute) // past any backoff
+	eventually(t, 5*time.Second, "new files", func() bool { ok, _ := d.a.Ready(); return ok })
+}

@@ -391,6 +391,12 @@ func (d *daemon) repair(ctx context.Context, l *loop, st *loopState, log *slog.L
 		log.Warn("sink files were changed by someone else; restored them", "sink", fmt.Sprint(s))
 	}
 	d.watchSinks(l)
+	if _, err := d.a.current(l.in, d.a.now()); err != nil {
+		// Not ready while the files are not there; fetch new ones (with backoff).
+		log.Error("the files on disk are not valid and could not be restored; fetching new ones", "err", err)
+		st.cur = nil
+	}
+	d.report(l.in, st)
 }
 
 // adoptNewer takes over valid files on disk that differ from what the loop holds and
