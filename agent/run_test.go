@@ -567,25 +567,40 @@ func TestRunScheduleTriggersRefresh(t *testing.T) {
 }
 
 // TestRunOutageKeepsFilesAndRecovers: while the API fails, the files on disk stay as
-// they are and valid; when it comes back, the agent renews before they expire.
+// they are and valid; when it comes back, the agent renews before they expire. On a
+// fake clock, with 1-hour certificates.
 func TestRunOutageKeepsFilesAndRecovers(t *testing.T) {
-	w := newWorld(t, 8*time.Second)
-	stop := w.run(NewWithInstances(w.instances("a"), Options{Logger: w.log}), RunOptions{})
-	defer stop()
+	w := newWorld(t, time.Hour)
+	clock := newFakeClock()
+	clock.now = time.Now() // the emulator's certificates are valid in real time
+	d, buf := fakeDaemon(t, clock, fakeRunOptions{}, w.instances("a")...)
 	eventually(t, 5*time.Second, "files", func() bool { _, err := w.current("a"); return err == nil })
+	settle(t, d)
 	first, _ := w.current("a")
 	w.emu.Inject(emulator.Fault{Match: "generateEphemeralCert", Status: 503})
-	// Renewal is due at about 5.3 s; let it fail for a while.
-	eventually(t, 10*time.Second, "a failed renewal", func() bool { return strings.Contains(w.buf.String(), "will retry") })
-	time.Sleep(500 * time.Millisecond)
+	// Renewal is due at about 38.5 minutes; let it fail for 10 minutes.
+	for range 48 {
+		clock.Advance(time.Minute)
+		settle(t, d)
+	}
+	if !strings.Contains(buf.String(), "will retry") {
+		t.Fatal("no failed renewal during the outage")
+	}
 	if c, err := w.current("a"); err != nil || c.serial != first.serial {
 		t.Fatalf("files changed during the outage: %+v, %v", c, err)
 	}
+	if ok, _ := d.a.Ready(); !ok {
+		t.Error("not ready during the outage although the files are valid")
+	}
 	w.emu.ClearFaults()
-	eventually(t, time.Until(first.notAfter), "a renewal before the old certificate expires", func() bool {
+	clock.Advance(3 * time.Minute) // the backoff is capped at a quarter of the 12 minutes left
+	eventually(t, 5*time.Second, "a renewal before the old certificate expires", func() bool {
 		c, err := w.current("a")
 		return err == nil && c.serial != first.serial
 	})
+	if !clock.Now().Before(first.notAfter) {
+		t.Error("renewed only after the old certificate expired")
+	}
 }
 
 // TestRunAdoptsFilesFromResetSSL: reset-ssl (another process, here another Agent) writes
