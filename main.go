@@ -152,10 +152,17 @@ func report(err error, stderr io.Writer) int {
 		use     *usageError
 		unknown *agent.UnknownInstanceError
 		cfgErr  *configError
+		runErr  *agent.RunError
 	)
 	switch {
 	case errors.Is(err, flag.ErrHelp):
 		return exitOK
+	case errors.As(err, &runErr):
+		// One sentence per failed instance, nothing else (the log did not repeat them).
+		for _, f := range runErr.Failed {
+			fmt.Fprintf(stderr, "dbcert-agent: %v\n", f)
+		}
+		return exitFailure
 	case errors.As(err, &diag):
 		_ = diag.Render(stderr, 100)
 		fmt.Fprintf(stderr, "dbcert-agent: the configuration has %d error(s); nothing was done\n", diag.ErrorCount())
@@ -282,8 +289,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	var aux sync.WaitGroup
 	defer aux.Wait()
 	defer cancel()
-	aux.Add(1)
-	go func() { defer aux.Done(); notifier.RunWatchdog(runCtx, nil) }()
+	// Run pings the watchdog itself, only while every loop makes progress.
 	if cfg.Agent.Listen != "" {
 		addr, done, err := metrics.Serve(runCtx, cfg.Agent.Listen, metrics.Handler(reg, a.Ready))
 		if err != nil {

@@ -53,6 +53,10 @@ type Instance struct {
 	// Spec is the configuration the instance was built from (nil in tests that build
 	// instances by hand); reloads compare it to decide what changed.
 	Spec *config.Instance
+	// HookTimeout is how long the hooks may take together, for the watchdog; default:
+	// the sum of the exec hooks' timeouts (from Spec) and 10 s per signal hook, or 30 s
+	// per hook without a Spec.
+	HookTimeout time.Duration
 	// Err, when set, says why the instance could not be built (for example its
 	// credentials could not be loaded); refreshing it fails with this error.
 	Err error
@@ -65,6 +69,7 @@ type Agent struct {
 	now       func() time.Time
 	rand      func() float64
 	sleep     func(ctx context.Context, d time.Duration) error
+	after     func(time.Duration) <-chan time.Time
 	// parallel bounds how many instances `once` refreshes at the same time.
 	parallel int
 	obs      Observer
@@ -77,6 +82,9 @@ type Options struct {
 	Now    func() time.Time                           // default time.Now
 	Rand   func() float64                             // jitter source in [0,1); default math/rand/v2
 	Sleep  func(context.Context, time.Duration) error // default: timer honouring ctx
+	// After is the daemon's timer (renewals, retries, schedules, expiry); default
+	// time.After. Tests pair it with Now to run the daemon on a fake clock.
+	After func(time.Duration) <-chan time.Time
 	// Parallel bounds concurrent refreshes in `once`; default 8.
 	Parallel int
 	// Observer receives what happens (metrics); nil records nothing.
@@ -85,7 +93,7 @@ type Options struct {
 
 // NewWithInstances makes an Agent from ready instances.
 func NewWithInstances(instances []*Instance, o Options) *Agent {
-	a := &Agent{instances: instances, log: o.Logger, now: o.Now, rand: o.Rand, sleep: o.Sleep, parallel: o.Parallel,
+	a := &Agent{instances: instances, log: o.Logger, now: o.Now, rand: o.Rand, sleep: o.Sleep, after: o.After, parallel: o.Parallel,
 		obs: o.Observer, ready: newReadiness()}
 	if a.obs == nil {
 		a.obs = nopObserver{}
@@ -102,16 +110,20 @@ func NewWithInstances(instances []*Instance, o Options) *Agent {
 	if a.sleep == nil {
 		a.sleep = sleepCtx
 	}
+	if a.after == nil {
+		a.after = time.After
+	}
 	if a.parallel <= 0 {
 		a.parallel = 8
 	}
 	return a
 }
 
-// Ready reports whether every instance of a running daemon has valid files, and lists
-// those that do not (for /readyz).
+// Ready reports whether every instance of a running daemon has valid files at this
+// moment (certificate and login token not expired, files complete and matching), and
+// lists those that do not (for /readyz). Permanently failed instances are listed too.
 func (a *Agent) Ready() (bool, []string) {
-	missing := a.ready.notReady()
+	missing := a.ready.notReady(a.now())
 	return len(missing) == 0, missing
 }
 

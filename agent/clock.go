@@ -38,23 +38,42 @@ func (c *clockWatch) broadcast() {
 	c.mu.Unlock()
 }
 
-// run watches until ctx is done.
-func (c *clockWatch) run(ctx context.Context, period time.Duration) {
-	t := time.NewTicker(period)
-	defer t.Stop()
-	last := time.Now()
+// clockReader reads the wall clock and the monotonic clock (time since some fixed
+// point) at one instant.
+type clockReader func() (wall time.Time, mono time.Duration)
+
+// systemClocks reads the system's clocks: time.Now's wall reading, and its monotonic
+// reading relative to the moment systemClocks was called.
+func systemClocks() clockReader {
+	base := time.Now()
+	return func() (time.Time, time.Duration) {
+		now := time.Now()
+		return now.Round(0), now.Sub(base) // Round(0) drops the monotonic reading
+	}
+}
+
+// run checks the clocks at every tick until ctx is done, and broadcasts when the wall
+// clock moved more than clockSlack further (or less far) than the monotonic clock since
+// the previous check.
+func (c *clockWatch) run(ctx context.Context, tick <-chan time.Time, read clockReader) {
+	lastWall, lastMono := read()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-tick:
 		}
-		now := time.Now()
-		mono := now.Sub(last)                   // monotonic readings
-		wall := now.Round(0).Sub(last.Round(0)) // wall-clock readings
-		if d := wall - mono; d > clockSlack || d < -clockSlack {
+		wall, mono := read()
+		if jumped(wall.Sub(lastWall), mono-lastMono) {
 			c.broadcast()
 		}
-		last = now
+		lastWall, lastMono = wall, mono
 	}
+}
+
+// jumped reports whether the wall clock's movement differs from the monotonic clock's
+// by more than clockSlack.
+func jumped(wall, mono time.Duration) bool {
+	d := wall - mono
+	return d > clockSlack || d < -clockSlack
 }

@@ -3,23 +3,22 @@ package agent
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"path/filepath"
 	"reflect"
 	"runtime"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
-	"github.com/robfig/cron/v3"
 
 	"github.com/dbcert-agent/dbcert-agent/agent/bundle"
 	"github.com/dbcert-agent/dbcert-agent/config"
 )
 
 // daemon supervises the instance loops of Run: it starts and stops them (also on
-// reload), owns the shared cron runner, the sink-directory watcher and the clock
+// reload), owns the sink-directory watcher and the clock
 // watcher, and tracks readiness.
 type daemon struct {
 	a        *Agent
@@ -27,42 +26,42 @@ type daemon struct {
 	inflight chan struct{}
 	keygen   chan struct{} // bounds concurrent RSA key generation
 	clock    *clockWatch
-	cron     *cron.Cron
-	watcher  *fsnotify.Watcher
-	ready    *readiness // the Agent's
+	// clockTick and clockRead drive the clock watch (tests inject them); default a
+	// ticker of clockPeriod and the system's clocks.
+	clockTick <-chan time.Time
+	clockRead clockReader
+	watcher   *fsnotify.Watcher
+	ready     *readiness // the Agent's
+	hb        heartbeat  // the supervisor's (run's select loop)
 
-	mu      sync.Mutex
-	loops   map[string]*loop
-	cronIDs map[string]cron.EntryID
-	dirs    map[string]*loop // watched sink directory → loop
-	wg      sync.WaitGroup
+	mu    sync.Mutex
+	loops map[string]*loop
+	dirs  map[string]*loop // watched sink directory → loop
+	wg    sync.WaitGroup
 }
 
 func newDaemon(a *Agent, o RunOptions) (*daemon, error) {
 	if o.MaxInFlight <= 0 {
 		o.MaxInFlight = 16
 	}
+	if o.FetchTimeout <= 0 {
+		o.FetchTimeout = DefaultFetchTimeout
+	}
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return nil, fmt.Errorf("watching sink directories: %w", err)
 	}
-	cronLog := cronLogger{a.log}
 	return &daemon{
 		a: a, o: o,
 		inflight: make(chan struct{}, o.MaxInFlight),
 		keygen:   make(chan struct{}, runtime.GOMAXPROCS(0)),
 		clock:    newClockWatch(),
-		cron:     cron.New(cron.WithParser(cronParser), cron.WithChain(cron.Recover(cronLog), cron.SkipIfStillRunning(cronLog)), cron.WithLogger(cronLog)),
 		watcher:  w,
 		ready:    a.ready,
 		loops:    map[string]*loop{},
-		cronIDs:  map[string]cron.EntryID{},
 		dirs:     map[string]*loop{},
 	}, nil
 }
-
-// cronParser accepts what config validated: 5 fields, descriptors, CRON_TZ=.
-var cronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
 
 func (d *daemon) notify(f func(Notifier) error) {
 	if d.o.Notifier == nil {
@@ -79,10 +78,16 @@ func (d *daemon) run(ctx context.Context) error {
 	auxCtx, stopAux := context.WithCancel(ctx)
 	defer func() { stopAux(); aux.Wait() }()
 	aux.Add(2)
-	go func() { defer aux.Done(); d.clock.run(auxCtx, clockPeriod) }()
+	if d.clockTick == nil {
+		t := time.NewTicker(clockPeriod)
+		defer t.Stop()
+		d.clockTick = t.C
+	}
+	if d.clockRead == nil {
+		d.clockRead = systemClocks()
+	}
+	go func() { defer aux.Done(); d.clock.run(auxCtx, d.clockTick, d.clockRead) }()
 	go func() { defer aux.Done(); d.watchEvents(auxCtx) }()
-	d.cron.Start()
-	defer func() { <-d.cron.Stop().Done() }()
 
 	reloads := make(chan struct{}, 1)
 	if d.o.Reload != nil && d.o.ConfigPath != "" {
@@ -93,10 +98,32 @@ func (d *daemon) run(ctx context.Context) error {
 	d.apply(ctx, d.a.instances)
 	d.a.log.Info("running", "instances", len(d.a.instances))
 	aux.Add(1)
-	go func() { defer aux.Done(); d.announceReady(auxCtx) }()
+	go func() { defer aux.Done(); d.announce(auxCtx) }()
+
+	// The watchdog pings only while this loop and every instance loop make progress:
+	// this loop re-arms its heartbeat at every tick, a reload is a step with a limit.
+	var tick <-chan time.Time
+	supervisorLimit := time.Duration(0)
+	if wn, ok := d.o.Notifier.(watchdogNotifier); ok && wn.WatchdogInterval() > 0 {
+		iv := wn.WatchdogInterval()
+		supervisorLimit = 3 * iv
+		t := time.NewTicker(iv)
+		defer t.Stop()
+		tick = t.C
+		d.hb.busy("waiting for signals", supervisorLimit)
+		aux.Add(1)
+		go func() { defer aux.Done(); d.runWatchdog(auxCtx, wn, iv) }()
+	}
+	rearm := func() {
+		if supervisorLimit > 0 {
+			d.hb.busy("waiting for signals", supervisorLimit)
+		}
+	}
 
 	for {
 		select {
+		case <-tick:
+			rearm()
 		case <-ctx.Done():
 			d.notify(Notifier.Stopping)
 			d.a.log.Info("stopping: finishing writes and hooks in progress")
@@ -104,31 +131,46 @@ func (d *daemon) run(ctx context.Context) error {
 			d.a.log.Info("stopped")
 			return nil
 		case <-d.o.Hangup:
+			d.hb.busy("reload", d.reloadLimit())
 			d.reload(ctx, "SIGHUP")
+			rearm()
 		case <-reloads:
+			d.hb.busy("reload", d.reloadLimit())
 			d.reload(ctx, "config file changed")
+			rearm()
 		}
 	}
 }
 
-// announceReady sends READY=1 (and a STATUS line) each time every instance has valid
-// files after having not had them (at start and after a reload).
-func (d *daemon) announceReady(ctx context.Context) {
+// announce sends READY=1 once every instance has valid files or has failed
+// permanently (at start and after a reload), and keeps STATUS= current: it is recomputed
+// at every change a loop reports and when files expire.
+func (d *daemon) announce(ctx context.Context) {
+	last := ""
 	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-d.ready.allValid():
+		changed := d.ready.changedCh()
+		now := d.a.now()
+		if d.ready.announce(now) {
+			d.notify(Notifier.Ready)
+			if failed := d.ready.statusLine(now); strings.Contains(failed, "failed permanently") {
+				d.a.log.Warn("ready, but some instances failed permanently and have no valid files", "status", failed)
+			} else {
+				d.a.log.Info("ready: every instance has valid files")
+			}
 		}
-		d.notify(Notifier.Ready)
-		d.notify(func(n Notifier) error {
-			return n.Status(fmt.Sprintf("%d instance(s) with valid files", d.ready.count()))
-		})
-		d.a.log.Info("ready: every instance has valid files")
+		if line := d.ready.statusLine(now); line != last {
+			last = line
+			d.notify(func(n Notifier) error { return n.Status(line) })
+		}
+		var expiry <-chan time.Time
+		if t := d.ready.nextExpiry(now); !t.IsZero() {
+			expiry = d.a.after(t.Sub(now))
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-d.ready.notAllValid():
+		case <-changed:
+		case <-expiry:
 		}
 	}
 }
@@ -147,10 +189,8 @@ func (d *daemon) reload(ctx context.Context, why string) {
 		d.notify(Notifier.Ready)
 		return
 	}
+	d.ready.rearm() // READY=1 again once the new configuration has settled
 	d.apply(ctx, instances)
-	if d.ready.all() {
-		d.notify(Notifier.Ready)
-	}
 }
 
 // apply starts new instances, stops removed ones, restarts changed ones, and leaves
@@ -239,17 +279,11 @@ func sameSpec(a, b *config.Instance) bool {
 
 func (d *daemon) start(ctx context.Context, in *Instance) {
 	lctx, cancel := context.WithCancel(ctx)
-	l := &loop{in: in, cancel: cancel, done: make(chan struct{}), trigger: make(chan struct{}, 1), heal: make(chan struct{}, 1)}
+	l := &loop{in: in, hb: &heartbeat{}, cancel: cancel, done: make(chan struct{}), trigger: make(chan struct{}, 1), heal: make(chan struct{}, 1)}
 	d.mu.Lock()
 	d.loops[in.Name] = l
 	d.mu.Unlock()
 	d.ready.add(in.Name)
-	if in.Spec != nil && in.Spec.Schedule != nil {
-		id := d.cron.Schedule(in.Spec.Schedule.Schedule, cron.FuncJob(func() { poke(l.trigger) }))
-		d.mu.Lock()
-		d.cronIDs[in.Name] = id
-		d.mu.Unlock()
-	}
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
@@ -263,10 +297,6 @@ func (d *daemon) stop(l *loop) {
 	<-l.done
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if id, ok := d.cronIDs[l.in.Name]; ok {
-		d.cron.Remove(id)
-		delete(d.cronIDs, l.in.Name)
-	}
 	for dir, owner := range d.dirs {
 		if owner == l {
 			_ = d.watcher.Remove(dir)
@@ -410,88 +440,6 @@ func watchConfig(ctx context.Context, path string, reloads chan struct{}, wg *sy
 	return nil
 }
 
-// readiness tracks which instances have valid files.
-type readiness struct {
-	mu      sync.Mutex
-	valid   map[string]bool
-	allCh   chan struct{} // closed while every instance is valid
-	notAll  chan struct{} // closed while some instance is not
-	wasFull bool
-}
-
-func newReadiness() *readiness {
-	r := &readiness{valid: map[string]bool{}, allCh: make(chan struct{}), notAll: make(chan struct{})}
-	close(r.notAll)
-	return r
-}
-
-func (r *readiness) add(name string)    { r.update(func() { r.valid[name] = false }) }
-func (r *readiness) remove(name string) { r.update(func() { delete(r.valid, name) }) }
-func (r *readiness) set(name string, ok bool) {
-	r.update(func() {
-		if _, known := r.valid[name]; known {
-			r.valid[name] = ok
-		}
-	})
-}
-
-func (r *readiness) update(f func()) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	f()
-	full := true
-	for _, ok := range r.valid {
-		full = full && ok
-	}
-	switch {
-	case full && !r.wasFull:
-		close(r.allCh)
-		r.notAll = make(chan struct{})
-	case !full && r.wasFull:
-		close(r.notAll)
-		r.allCh = make(chan struct{})
-	}
-	r.wasFull = full
-}
-
-func (r *readiness) allValid() <-chan struct{} {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.allCh
-}
-
-func (r *readiness) notAllValid() <-chan struct{} {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.notAll
-}
-
-func (r *readiness) all() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.wasFull
-}
-
-func (r *readiness) count() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.valid)
-}
-
-// NotReady lists instances without valid files, sorted.
-func (r *readiness) notReady() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []string
-	for name, ok := range r.valid {
-		if !ok {
-			out = append(out, name)
-		}
-	}
-	sort.Strings(out)
-	return out
-}
-
 type nopObserver struct{}
 
 func (nopObserver) Files(string, *bundle.Bundle, time.Time) {}
@@ -499,11 +447,15 @@ func (nopObserver) Refreshed(string, string)                {}
 func (nopObserver) HookRan(string, bool)                    {}
 func (nopObserver) Removed(string)                          {}
 
-// cronLogger adapts slog to cron's logger: its chatty Info is dropped, errors (a
-// recovered panic in a job) are logged.
-type cronLogger struct{ log *slog.Logger }
-
-func (cronLogger) Info(string, ...any) {}
-func (c cronLogger) Error(err error, msg string, kv ...any) {
-	c.log.Error("schedule: "+msg, append(kv, "err", err)...)
+// reloadLimit is how long a reload may take: building the new instances, and stopping
+// changed loops, which finish the fetch, write and hooks they are in.
+func (d *daemon) reloadLimit() time.Duration {
+	limit := d.fetchLimit() + writeAllowance
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	longest := time.Duration(0)
+	for _, l := range d.loops {
+		longest = max(longest, l.in.hookLimit())
+	}
+	return limit + longest
 }

@@ -30,18 +30,19 @@ type InstanceError struct {
 func (e *InstanceError) Error() string { return fmt.Sprintf("instance %q: %v", e.Instance, e.Err) }
 func (e *InstanceError) Unwrap() error { return e.Err }
 
-// RunError lists the instances that failed in `once`.
+// RunError lists the instances that failed in `once`. Its Error is one line naming
+// them; print Failed for the reasons, one sentence per instance.
 type RunError struct {
 	Failed []*InstanceError
 	Total  int
 }
 
 func (e *RunError) Error() string {
-	parts := make([]string, len(e.Failed))
+	names := make([]string, len(e.Failed))
 	for i, f := range e.Failed {
-		parts[i] = f.Error()
+		names[i] = f.Instance
 	}
-	return fmt.Sprintf("%d of %d instances failed: %s", len(e.Failed), e.Total, strings.Join(parts, "; "))
+	return fmt.Sprintf("%d of %d instances failed: %s", len(e.Failed), e.Total, strings.Join(names, ", "))
 }
 
 // Once fetches and writes every selected instance (up to Options.Parallel at a time),
@@ -70,8 +71,8 @@ func (a *Agent) Once(ctx context.Context, o OnceOptions) error {
 		slots <- struct{}{}
 		go func() {
 			defer func() { <-slots; wg.Done() }()
+			// A failure is not logged here: the caller reports each one, once.
 			if err := a.onceInstance(ctx, fetchCtx, in, o.Force); err != nil {
-				a.log.Error("instance failed", "instance", in.Name, "err", err)
 				mu.Lock()
 				failed = append(failed, &InstanceError{Instance: in.Name, Err: err})
 				mu.Unlock()
@@ -136,9 +137,13 @@ func (a *Agent) onceInstance(ctx, fetchCtx context.Context, in *Instance, force 
 	now := a.now()
 	cur, curErr := a.current(in, now)
 	if curErr == nil && !force {
-		if at := in.renewAt(cur, 0); at.IsZero() || now.Before(at) {
+		at := in.renewAt(cur, 0)
+		if !in.NeedsKey {
+			at = in.nextDownload(cur, now)
+		}
+		if at.IsZero() || now.Before(at) {
 			log.Info("files are up to date; skipping (use -force to refresh anyway)",
-				"not_after", cur.NotAfter().UTC().Format(time.RFC3339), "renew_at", at.UTC().Format(time.RFC3339))
+				"not_after", fmtTime(cur.NotAfter()), "renew_at", fmtTime(at))
 			return nil
 		}
 		log.Info("files are due for renewal", "not_after", cur.NotAfter().UTC().Format(time.RFC3339))

@@ -51,6 +51,9 @@ func (a *Agent) current(in *Instance, now time.Time) (*bundle.Bundle, error) {
 	if err := first.Verify(now); err != nil {
 		return nil, err
 	}
+	if !first.TokenExpiry.IsZero() && !now.Before(first.TokenExpiry) {
+		return nil, fmt.Errorf("%w: the login token stored with the files expired at %s", bundle.ErrInvalid, fmtTime(first.TokenExpiry))
+	}
 	return first, nil
 }
 
@@ -61,6 +64,24 @@ func (in *Instance) renewAt(b *bundle.Bundle, jitter float64) time.Time {
 		return time.Time{} // CA-only material has no lifetime of ours; schedules drive it
 	}
 	return RenewAt(b.Start(), b.NotAfter(), in.Renewal, jitter)
+}
+
+// nextDownload is when a CA-only instance whose files b are on disk downloads again: its
+// schedule's next time after the last download (b.Issued, stored with the files, so a
+// restart does not start the count over), or now when that is unknown or already past.
+// Zero without a schedule.
+func (in *Instance) nextDownload(b *bundle.Bundle, now time.Time) time.Time {
+	if in.Spec == nil || in.Spec.Schedule == nil {
+		return time.Time{}
+	}
+	if b.Issued.IsZero() {
+		return now
+	}
+	next := in.Spec.Schedule.Next(b.Issued)
+	if next.Before(now) {
+		return now
+	}
+	return next
 }
 
 // fetch asks the provider for fresh, verified material, retrying what a retry can help

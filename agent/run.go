@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dbcert-agent/dbcert-agent/agent/bundle"
+	"github.com/dbcert-agent/dbcert-agent/config"
 )
 
 // Notifier is told about the daemon's lifecycle (systemd's notify protocol). A nil
@@ -36,6 +37,11 @@ type RunOptions struct {
 	// MaxInFlight bounds the API refreshes running at once across all instances;
 	// default 16.
 	MaxInFlight int
+	// FetchTimeout bounds one provider Fetch (all its API and token requests); default
+	// DefaultFetchTimeout. With a systemd watchdog, a loop that stays in a fetch longer
+	// than this plus a margin, in its hooks longer than their timeouts plus a margin,
+	// or in a write longer than a minute, stops the pings (see README, watchdog).
+	FetchTimeout time.Duration
 }
 
 // Observer is told what the daemon does, for metrics and readiness. Methods must be
@@ -77,9 +83,10 @@ const (
 // loop is one running instance.
 type loop struct {
 	in      *Instance
+	hb      *heartbeat // progress, for the watchdog
 	cancel  context.CancelFunc
 	done    chan struct{}
-	trigger chan struct{} // cron: refresh now (buffered 1)
+	trigger chan struct{} // refresh now (buffered 1)
 	heal    chan struct{} // a sink directory changed (buffered 1)
 }
 
@@ -90,10 +97,22 @@ type loopState struct {
 	retryAt time.Time      // set after a failure
 	attempt int
 	hold    time.Time // rate limit: no refresh before this
-	forced  bool      // a cron trigger asked for a refresh
+	forced  bool      // a trigger (the schedule) asked for a refresh
+	// schedAt is the next extra refresh of a certificate instance's schedule (zero:
+	// none); CA-only instances count theirs from the last download (nextDownload).
+	schedAt time.Time
 	keyAt   time.Time // when to generate the next key ahead of time (zero: not planned)
 	keys    *keySource
 	bucket  *bucket
+	hb      *heartbeat // the loop's
+	// failed is the last attempt's permanent error ("" when it succeeded or can be
+	// retried), for readiness and STATUS=.
+	failed string
+	// wrote is the last bundle this loop wrote (or tried to), to tell its own files
+	// from another process's.
+	wrote *bundle.Bundle
+	// warnedRenew: the renew_before warning was logged for this instance.
+	warnedRenew bool
 }
 
 func (d *daemon) loop(ctx context.Context, l *loop) {
@@ -101,10 +120,12 @@ func (d *daemon) loop(ctx context.Context, l *loop) {
 	in, a := l.in, d.a
 	log := a.log.With("instance", in.Name)
 	now := a.now()
-	st := &loopState{jitter: a.rand(), bucket: newBucket(now), keys: newKeySource(in.Renewal.KeyMaxAge, d.keygen)}
+	st := &loopState{jitter: a.rand(), bucket: newBucket(now), keys: newKeySource(in.Renewal.KeyMaxAge, d.keygen), hb: l.hb}
+	l.hb.busy("reading files on disk", writeAllowance)
 	defer st.keys.close()
 	if cur, err := a.current(in, now); err == nil {
 		st.cur = cur
+		d.checkRenewBefore(in, st, cur, log)
 		st.bucket.setLifetime(cur.Lifetime())
 		st.keys.adopt(cur.Key, cur.Start())
 		if at := in.renewAt(cur, st.jitter); at.After(now) {
@@ -114,6 +135,9 @@ func (d *daemon) loop(ctx context.Context, l *loop) {
 		d.watchSinks(l)
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		log.Info("files on disk need replacing", "reason", err)
+	}
+	if in.NeedsKey && in.Spec != nil && in.Spec.Schedule != nil {
+		st.schedAt = in.Spec.Schedule.Next(now) // extra refreshes at the schedule's times
 	}
 	d.report(in, st)
 	for {
@@ -126,6 +150,9 @@ func (d *daemon) loop(ctx context.Context, l *loop) {
 				continue
 			}
 			st.forced = false
+			if !st.schedAt.IsZero() && !now.Before(st.schedAt) {
+				st.schedAt = in.Spec.Schedule.Next(now)
+			}
 			d.refresh(ctx, l, st, log)
 			d.report(in, st)
 			continue
@@ -139,7 +166,10 @@ func (d *daemon) loop(ctx context.Context, l *loop) {
 		if !st.keyAt.IsZero() && (wake.IsZero() || st.keyAt.Before(wake)) {
 			wake = st.keyAt
 		}
-		switch d.wait(ctx, l, wake) {
+		l.hb.idle()
+		w := d.wait(ctx, l, wake)
+		l.hb.busy("handling a wake-up", writeAllowance)
+		switch w {
 		case wakeDone:
 			return
 		case wakeTrigger:
@@ -160,8 +190,13 @@ func (d *daemon) due(in *Instance, st *loopState, now time.Time) time.Time {
 		t = st.retryAt
 	case st.cur == nil:
 		t = now
+	case !in.NeedsKey:
+		t = in.nextDownload(st.cur, now) // zero without a schedule
 	default:
-		t = in.renewAt(st.cur, st.jitter) // zero for CA-only material
+		t = in.renewAt(st.cur, st.jitter)
+	}
+	if st.retryAt.IsZero() && !st.schedAt.IsZero() && (t.IsZero() || st.schedAt.Before(t)) {
+		t = st.schedAt
 	}
 	if !t.IsZero() && t.Before(st.hold) {
 		t = st.hold
@@ -184,9 +219,7 @@ const (
 func (d *daemon) wait(ctx context.Context, l *loop, due time.Time) wake {
 	var timer <-chan time.Time
 	if !due.IsZero() {
-		t := time.NewTimer(due.Sub(d.a.now()))
-		defer t.Stop()
-		timer = t.C
+		timer = d.a.after(due.Sub(d.a.now()))
 	}
 	select {
 	case <-ctx.Done():
@@ -216,13 +249,16 @@ func (d *daemon) refresh(ctx context.Context, l *loop, st *loopState, log *slog.
 	}
 	// Writes and hooks are not cut short by shutdown.
 	wctx := context.WithoutCancel(ctx)
+	st.hb.busy("writing files", writeAllowance)
+	st.wrote = b
 	changed, err := a.write(wctx, in, b)
 	if err != nil {
 		d.failed(in, st, err, reasonWrite, log)
 		return
 	}
 	prev := st.cur
-	st.cur, st.retryAt, st.attempt, st.jitter = b, time.Time{}, 0, a.rand()
+	st.cur, st.retryAt, st.attempt, st.jitter, st.failed = b, time.Time{}, 0, a.rand(), ""
+	d.checkRenewBefore(in, st, b, log)
 	st.bucket.setLifetime(b.Lifetime())
 	if in.NeedsKey {
 		// Make the next key halfway to the renewal: ahead of time, but not all at once
@@ -232,11 +268,12 @@ func (d *daemon) refresh(ctx context.Context, l *loop, st *loopState, log *slog.
 	d.a.obs.Refreshed(in.Name, "")
 	d.watchSinks(l)
 	if !changed {
-		log.Info("files unchanged", "next_renewal", fmtTime(in.renewAt(b, st.jitter)))
+		log.Info("files unchanged", "next_renewal", fmtTime(d.due(in, st, a.now())))
 		return
 	}
 	logFiles(log, b)
-	log.Info("next renewal", "at", fmtTime(in.renewAt(b, st.jitter)))
+	log.Info("next renewal", "at", fmtTime(d.due(in, st, a.now())))
+	st.hb.busy("running hooks", in.hookLimit())
 	if err := a.notify(wctx, in, b, prev, log); err != nil {
 		log.Error("files were renewed but a hook failed", "err", err)
 		d.a.obs.Refreshed(in.Name, reasonHook)
@@ -248,6 +285,8 @@ func (d *daemon) fetch(ctx context.Context, in *Instance, st *loopState) (*bundl
 	if in.Err != nil {
 		return nil, in.Err
 	}
+	// Waiting for a key or a slot is waiting for others, not a step of ours.
+	st.hb.waiting("waiting for a key or an API slot")
 	var key crypto.Signer
 	if in.NeedsKey {
 		k, err := st.keys.get(ctx, d.a.now())
@@ -262,7 +301,14 @@ func (d *daemon) fetch(ctx context.Context, in *Instance, st *loopState) (*bundl
 		return nil, ctx.Err()
 	}
 	defer func() { <-d.inflight }()
-	return d.a.fetchWith(ctx, in, key)
+	st.hb.busy("fetching from the API", d.fetchLimit())
+	fctx, cancel := context.WithTimeoutCause(ctx, d.o.FetchTimeout, fmt.Errorf("the API did not answer within %s", d.o.FetchTimeout))
+	defer cancel()
+	b, err := d.a.fetchWith(fctx, in, key)
+	if err != nil && fctx.Err() != nil && ctx.Err() == nil {
+		return nil, retryableError{fmt.Errorf("%w (%w)", context.Cause(fctx), err)}
+	}
+	return b, err
 }
 
 // failed schedules the next attempt after err: exponential backoff with full jitter for
@@ -274,6 +320,11 @@ func (d *daemon) failed(in *Instance, st *loopState, err error, reason string, l
 	var left time.Duration
 	if st.cur != nil {
 		left = st.cur.NotAfter().Sub(now)
+		if left <= 0 {
+			// The files have expired (say the disk stayed full): keep retrying at least
+			// every quarter of their lifetime, so short lifetimes recover quickly too.
+			left = st.cur.Lifetime()
+		}
 	}
 	ok, after := retryable(err)
 	var wait time.Duration
@@ -284,6 +335,10 @@ func (d *daemon) failed(in *Instance, st *loopState, err error, reason string, l
 	}
 	st.attempt++
 	st.retryAt = now.Add(wait)
+	st.failed = ""
+	if !ok && reason != reasonWrite {
+		st.failed = err.Error()
+	}
 	d.a.obs.Refreshed(in.Name, reason)
 	attrs := []any{"err", err, "retry_in", wait.Round(time.Millisecond), "attempt", st.attempt}
 	if st.cur != nil {
@@ -336,23 +391,35 @@ func (d *daemon) repair(ctx context.Context, l *loop, st *loopState, log *slog.L
 		log.Warn("sink files were changed by someone else; restored them", "sink", fmt.Sprint(s))
 	}
 	d.watchSinks(l)
+	if _, err := d.a.current(l.in, d.a.now()); err != nil {
+		// Not ready while the files are not there; fetch new ones (with backoff).
+		log.Error("the files on disk are not valid and could not be restored; fetching new ones", "err", err)
+		st.cur = nil
+	}
+	d.report(l.in, st)
 }
 
 // adoptNewer takes over valid files on disk that differ from what the loop holds and
 // were issued later (written by another process); it reports whether it did.
 func (d *daemon) adoptNewer(in *Instance, st *loopState, log *slog.Logger) bool {
 	disk, err := d.a.current(in, d.a.now())
-	if err != nil || bundle.Equal(disk, st.cur) {
+	if err != nil || sameMaterial(disk, st.cur) {
 		return false
 	}
-	if st.cur != nil && !disk.Start().After(st.cur.Start()) {
+	own := sameMaterial(disk, st.wrote)
+	if !own && st.cur != nil && !disk.Start().After(st.cur.Start()) {
 		return false
 	}
-	st.cur, st.retryAt, st.attempt, st.jitter = disk, time.Time{}, 0, d.a.rand()
+	st.cur, st.retryAt, st.attempt, st.jitter, st.failed = disk, time.Time{}, 0, d.a.rand(), ""
 	st.bucket.setLifetime(disk.Lifetime())
 	st.keys.adopt(disk.Key, disk.Start())
-	log.Info("adopted newer files written by another process", "not_after", fmtTime(disk.NotAfter()),
-		"next_renewal", fmtTime(in.renewAt(disk, st.jitter)))
+	msg := "adopted newer files written by another process"
+	if own {
+		// Our own write reached the disk although it reported an error (say, after
+		// the commit, while repairing links or pruning old generations).
+		msg = "the files of the last write are on disk although writing reported an error; using them"
+	}
+	log.Info(msg, "not_after", fmtTime(disk.NotAfter()), "next_renewal", fmtTime(d.due(in, st, d.a.now())))
 	return true
 }
 
@@ -360,13 +427,13 @@ func (d *daemon) adoptNewer(in *Instance, st *loopState, log *slog.Logger) bool 
 func (d *daemon) report(in *Instance, st *loopState) {
 	var next time.Time
 	if st.cur != nil {
-		next = in.renewAt(st.cur, st.jitter)
+		next = d.due(in, st, d.a.now())
 	}
 	if !st.retryAt.IsZero() {
 		next = st.retryAt
 	}
 	d.a.obs.Files(in.Name, st.cur, next)
-	d.ready.set(in.Name, st.cur != nil)
+	d.ready.set(in.Name, st.cur, st.failed)
 }
 
 func fmtTime(t time.Time) string {
@@ -449,3 +516,40 @@ func (k *keySource) get(ctx context.Context, now time.Time) (crypto.Signer, erro
 
 // close waits for a background generation (its result fits the buffered channel).
 func (k *keySource) close() { k.wg.Wait() }
+
+// checkRenewBefore warns, once per instance, when renew_before is not shorter than the
+// lifetime of the certificate b: RenewAt then uses the default fraction for it instead
+// of renewing right after every fetch.
+func (d *daemon) checkRenewBefore(in *Instance, st *loopState, b *bundle.Bundle, log *slog.Logger) {
+	if st.warnedRenew || !b.HasClientCert() || !renewBeforeTooLong(in.Renewal, b.Lifetime()) {
+		return
+	}
+	st.warnedRenew = true
+	log.Warn("renew_before is not shorter than the certificate's lifetime; renewing at the default fraction of its lifetime instead", "default_fraction", config.DefaultRenewFraction,
+		"renew_before", in.Renewal.Before, "lifetime", b.Lifetime().Round(time.Second))
+}
+
+// retryableError marks an error a retry can help (a fetch that timed out).
+type retryableError struct{ err error }
+
+func (e retryableError) Error() string   { return e.err.Error() }
+func (e retryableError) Unwrap() error   { return e.err }
+func (e retryableError) Retryable() bool { return true }
+
+// sameMaterial reports whether a and b hold the same key, certificate chain and CAs:
+// the same files, whatever else a sink reads back differently (a host only a .pgpass
+// file stores, metadata).
+func sameMaterial(a, b *bundle.Bundle) bool {
+	if a == nil || b == nil {
+		return false
+	}
+	if !bundle.CAsEqual(a, b) || len(a.Chain) != len(b.Chain) || (a.Key == nil) != (b.Key == nil) {
+		return false
+	}
+	for i := range a.Chain {
+		if !a.Chain[i].Equal(b.Chain[i]) {
+			return false
+		}
+	}
+	return a.Key == nil || bundle.PublicKeysEqual(a.Key.Public(), b.Key.Public())
+}

@@ -261,25 +261,33 @@ func certRequests(e *emulator.Emulator) []time.Time {
 
 // TestRunHonoursRetryAfterAndRateLimit: a 429 with Retry-After: 2 delays the retry by at
 // least 2 s; after that second attempt also fails, the burst of 2 is spent and the next
-// attempt waits for the 30 s refill instead of hammering the API.
+// attempt waits for the 30 s refill instead of hammering the API. On a fake clock.
 func TestRunHonoursRetryAfterAndRateLimit(t *testing.T) {
 	w := newWorld(t, time.Hour)
 	w.emu.Inject(emulator.Fault{Match: "generateEphemeralCert", Status: 429, RetryAfter: "2", Times: 1})
 	w.emu.Inject(emulator.Fault{Match: "generateEphemeralCert", Status: 503, Times: 1})
-	stop := w.run(NewWithInstances(w.instances("a"), Options{Logger: w.log}), RunOptions{})
-	defer stop()
-	eventually(t, 10*time.Second, "two attempts", func() bool { return len(certRequests(w.emu)) >= 2 })
-	reqs := certRequests(w.emu)
-	if gap := reqs[1].Sub(reqs[0]); gap < 2*time.Second {
-		t.Errorf("retried %v after a 429 with Retry-After: 2", gap)
+	clock := newFakeClock()
+	clock.now = time.Now() // the emulator's certificates are valid in real time
+	d, _ := fakeDaemon(t, clock, fakeRunOptions{}, w.instances("a")...)
+	eventually(t, 10*time.Second, "the first attempt", func() bool { return len(certRequests(w.emu)) == 1 })
+	settle(t, d)
+	clock.Advance(1900 * time.Millisecond)
+	settle(t, d)
+	if n := len(certRequests(w.emu)); n != 1 {
+		t.Fatalf("retried %d times within 1.9 s of a 429 with Retry-After: 2", n-1)
 	}
-	// The second retry's backoff is up to 2 s; then the spent burst holds the third
-	// attempt back for about 30 s.
-	eventually(t, 10*time.Second, "the rate limit", func() bool { return strings.Contains(w.buf.String(), "refresh rate limited") })
-	time.Sleep(time.Second)
+	clock.Advance(100 * time.Millisecond)
+	eventually(t, 5*time.Second, "the retry after Retry-After", func() bool { return len(certRequests(w.emu)) == 2 })
+	settle(t, d)
+	// The 503's backoff is at most 2 s; then the spent burst holds the third attempt
+	// back until a token refills (30 s after the first).
+	clock.Advance(2 * time.Second)
+	settle(t, d)
 	if n := len(certRequests(w.emu)); n != 2 {
-		t.Errorf("%d attempts; the third must wait for the rate limit", n)
+		t.Fatalf("%d attempts; the third must wait for the rate limit", n)
 	}
+	clock.Advance(26 * time.Second) // 30 s after the first attempt
+	eventually(t, 5*time.Second, "the third attempt once the rate limit allows", func() bool { return len(certRequests(w.emu)) == 3 })
 }
 
 func TestRunRecoversFromTransientErrors(t *testing.T) {
@@ -296,20 +304,22 @@ func TestRunRecoversFromTransientErrors(t *testing.T) {
 func TestRunPermanentErrorIsNotHammered(t *testing.T) {
 	w := newWorld(t, time.Hour)
 	w.emu.Inject(emulator.Fault{Match: "generateEphemeralCert", Status: 403})
-	stop := w.run(NewWithInstances(w.instances("a"), Options{Logger: w.log}), RunOptions{})
-	time.Sleep(1500 * time.Millisecond)
-	stop()
-	attempts := 0
-	for _, r := range w.emu.Requests() {
-		if strings.Contains(r.Path, "generateEphemeralCert") {
-			attempts++
-		}
+	clock := newFakeClock()
+	clock.now = time.Now()
+	d, buf := fakeDaemon(t, clock, fakeRunOptions{}, w.instances("a")...)
+	eventually(t, 10*time.Second, "the first attempt", func() bool { return len(certRequests(w.emu)) == 1 })
+	settle(t, d) // the failure is handled at the clock's current time
+	for range 4 {
+		clock.Advance(time.Minute)
+		settle(t, d)
 	}
-	if attempts != 1 {
-		t.Errorf("a permanent 403 was tried %d times in 1.5s, want 1", attempts)
+	if n := len(certRequests(w.emu)); n != 1 {
+		t.Errorf("a permanent 403 was tried %d times in 4 minutes, want 1", n)
 	}
-	if !strings.Contains(w.buf.String(), "cloudsql.instances.connect") {
-		t.Errorf("the log does not say what to fix:\n%s", w.buf.String())
+	clock.Advance(time.Minute + time.Second) // the 5-minute backoff ceiling
+	eventually(t, 5*time.Second, "one retry at the backoff ceiling", func() bool { return len(certRequests(w.emu)) == 2 })
+	if !strings.Contains(buf.String(), "cloudsql.instances.connect") {
+		t.Errorf("the log does not say what to fix:\n%s", buf.String())
 	}
 }
 
@@ -363,6 +373,7 @@ func TestReloadAppliesOnlyTheDifference(t *testing.T) {
 // fakeNotifier records notify states.
 type fakeNotifier struct {
 	mu      sync.Mutex
+	status  string
 	states  []string
 	onReady func()
 }
@@ -377,10 +388,22 @@ func (f *fakeNotifier) add(s string) error {
 	}
 	return nil
 }
-func (f *fakeNotifier) Ready() error        { return f.add("READY") }
-func (f *fakeNotifier) Reloading() error    { return f.add("RELOADING") }
-func (f *fakeNotifier) Stopping() error     { return f.add("STOPPING") }
-func (f *fakeNotifier) Status(string) error { return f.add("STATUS") }
+func (f *fakeNotifier) Ready() error     { return f.add("READY") }
+func (f *fakeNotifier) Reloading() error { return f.add("RELOADING") }
+func (f *fakeNotifier) Stopping() error  { return f.add("STOPPING") }
+func (f *fakeNotifier) Status(s string) error {
+	f.mu.Lock()
+	f.status = s
+	f.mu.Unlock()
+	return f.add("STATUS")
+}
+
+// lastStatus is the last STATUS= text.
+func (f *fakeNotifier) lastStatus() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.status
+}
 func (f *fakeNotifier) count(s string) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -394,8 +417,9 @@ func (f *fakeNotifier) count(s string) int {
 }
 
 // TestRunRenewsAtOnceAfterSuspend: timers run on the monotonic clock, which stops during
-// suspend. When the wall clock has jumped past the renewal time, the clock watch's
-// broadcast makes the loop re-check and renew at once.
+// suspend. When the wall clock has jumped past the renewal time, the clock watch notices
+// at its next check (driven here by an injected tick and injected clock readings) and
+// the loop re-checks and renews at once.
 func TestRunRenewsAtOnceAfterSuspend(t *testing.T) {
 	w := newWorld(t, time.Hour)
 	var (
@@ -412,6 +436,10 @@ func TestRunRenewsAtOnceAfterSuspend(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	tick := make(chan time.Time)
+	base := time.Now()
+	d.clockTick = tick
+	d.clockRead = func() (time.Time, time.Duration) { return now().Round(0), time.Since(base) }
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.run(ctx) }()
@@ -420,7 +448,12 @@ func TestRunRenewsAtOnceAfterSuspend(t *testing.T) {
 	// Let the loop settle: its own write wakes it once more through the directory watch,
 	// and a wake-up re-reads the clock, which must still be the old one then.
 	time.Sleep(500 * time.Millisecond)
+	tick <- time.Now() // a check without a jump changes nothing
+	time.Sleep(300 * time.Millisecond)
 	issued := w.emu.Issued()
+	if issued != 1 {
+		t.Fatalf("%d certificates before the clock jump", issued)
+	}
 
 	mu.Lock()
 	offset = 50 * time.Minute // the machine slept; renewal was due at about 40 minutes
@@ -429,8 +462,64 @@ func TestRunRenewsAtOnceAfterSuspend(t *testing.T) {
 	if w.emu.Issued() != issued {
 		t.Fatal("renewed before the clock jump was noticed; the test does not test the watch")
 	}
-	d.clock.broadcast()
+	tick <- time.Now() // the watch's next check
 	eventually(t, 5*time.Second, "a renewal after the clock jump", func() bool { return w.emu.Issued() == issued+1 })
+}
+
+// TestClockWatch: the watch broadcasts when the wall clock moved differently from the
+// monotonic clock between two checks by more than the slack, and only then.
+func TestClockWatch(t *testing.T) {
+	c := newClockWatch()
+	tick := make(chan time.Time)
+	var (
+		mu   sync.Mutex
+		wall = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+		mono time.Duration
+	)
+	reads := make(chan struct{}, 1)
+	read := func() (time.Time, time.Duration) {
+		mu.Lock()
+		defer mu.Unlock()
+		defer func() { reads <- struct{}{} }()
+		return wall, mono
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); c.run(ctx, tick, read) }()
+	defer func() { cancel(); <-done }()
+	<-reads // the first reading
+	steps := []struct {
+		name       string
+		wall, mono time.Duration // how far each clock moves before the check
+		jump       bool
+	}{
+		{"both clocks advance together", time.Minute, time.Minute, false},
+		{"drift within the slack", time.Minute + clockSlack, time.Minute, false},
+		{"suspend: the wall clock ran on, the monotonic one stood", time.Hour, time.Minute, true},
+		{"steady again", time.Minute, time.Minute, false},
+		{"the clock was set back", -10 * time.Minute, time.Minute, true},
+		{"set forward a little more than the slack", time.Minute + clockSlack + time.Second, time.Minute, true},
+	}
+	for _, s := range steps {
+		ch := c.changed()
+		mu.Lock()
+		wall, mono = wall.Add(s.wall), mono+s.mono
+		mu.Unlock()
+		tick <- time.Time{}
+		<-reads
+		tick <- time.Time{} // accepted only after the first check is done
+		<-reads             // the same readings: no movement
+		select {
+		case <-ch:
+			if !s.jump {
+				t.Errorf("%s: broadcast without a jump", s.name)
+			}
+		default:
+			if s.jump {
+				t.Errorf("%s: no broadcast", s.name)
+			}
+		}
+	}
 }
 
 func TestBucket(t *testing.T) {
@@ -454,36 +543,64 @@ func TestBucket(t *testing.T) {
 	}
 }
 
+// TestRunScheduleTriggersRefresh: a schedule adds refreshes at its times although the
+// certificate is far from due. On a fake clock.
 func TestRunScheduleTriggersRefresh(t *testing.T) {
 	w := newWorld(t, time.Hour)
-	w.extra = `schedule = "@every 1s"`
-	stop := w.run(NewWithInstances(w.instances("a"), Options{Logger: w.log}), RunOptions{})
-	defer stop()
-	// The first certificate at start, a second from the schedule although the first is
-	// far from due.
-	eventually(t, 5*time.Second, "a scheduled refresh and its hook", func() bool { return w.emu.Issued() >= 2 && w.hookRuns("a") >= 2 })
+	w.extra = `schedule = "*/10 * * * *"`
+	clock := newFakeClock()
+	clock.now = time.Now() // the emulator's certificates are valid in real time
+	next := clock.now.Truncate(10 * time.Minute).Add(10 * time.Minute)
+	d, _ := fakeDaemon(t, clock, fakeRunOptions{}, w.instances("a")...)
+	eventually(t, 10*time.Second, "the first certificate and its hook", func() bool { return w.emu.Issued() == 1 && w.hookRuns("a") == 1 })
+	settle(t, d)
+	clock.Advance(next.Sub(clock.Now()) - time.Second)
+	settle(t, d)
+	if n := w.emu.Issued(); n != 1 {
+		t.Fatalf("%d certificates before the scheduled time", n)
+	}
+	clock.Advance(time.Second)
+	eventually(t, 5*time.Second, "a scheduled refresh and its hook", func() bool { return w.emu.Issued() == 2 && w.hookRuns("a") == 2 })
+	settle(t, d)
+	clock.Advance(10 * time.Minute)
+	eventually(t, 5*time.Second, "the next scheduled refresh", func() bool { return w.emu.Issued() == 3 })
 }
 
 // TestRunOutageKeepsFilesAndRecovers: while the API fails, the files on disk stay as
-// they are and valid; when it comes back, the agent renews before they expire.
+// they are and valid; when it comes back, the agent renews before they expire. On a
+// fake clock, with 1-hour certificates.
 func TestRunOutageKeepsFilesAndRecovers(t *testing.T) {
-	w := newWorld(t, 8*time.Second)
-	stop := w.run(NewWithInstances(w.instances("a"), Options{Logger: w.log}), RunOptions{})
-	defer stop()
+	w := newWorld(t, time.Hour)
+	clock := newFakeClock()
+	clock.now = time.Now() // the emulator's certificates are valid in real time
+	d, buf := fakeDaemon(t, clock, fakeRunOptions{}, w.instances("a")...)
 	eventually(t, 5*time.Second, "files", func() bool { _, err := w.current("a"); return err == nil })
+	settle(t, d)
 	first, _ := w.current("a")
 	w.emu.Inject(emulator.Fault{Match: "generateEphemeralCert", Status: 503})
-	// Renewal is due at about 5.3 s; let it fail for a while.
-	eventually(t, 10*time.Second, "a failed renewal", func() bool { return strings.Contains(w.buf.String(), "will retry") })
-	time.Sleep(500 * time.Millisecond)
+	// Renewal is due at about 38.5 minutes; let it fail for 10 minutes.
+	for range 48 {
+		clock.Advance(time.Minute)
+		settle(t, d)
+	}
+	if !strings.Contains(buf.String(), "will retry") {
+		t.Fatal("no failed renewal during the outage")
+	}
 	if c, err := w.current("a"); err != nil || c.serial != first.serial {
 		t.Fatalf("files changed during the outage: %+v, %v", c, err)
 	}
+	if ok, _ := d.a.Ready(); !ok {
+		t.Error("not ready during the outage although the files are valid")
+	}
 	w.emu.ClearFaults()
-	eventually(t, time.Until(first.notAfter), "a renewal before the old certificate expires", func() bool {
+	clock.Advance(3 * time.Minute) // the backoff is capped at a quarter of the 12 minutes left
+	eventually(t, 5*time.Second, "a renewal before the old certificate expires", func() bool {
 		c, err := w.current("a")
 		return err == nil && c.serial != first.serial
 	})
+	if !clock.Now().Before(first.notAfter) {
+		t.Error("renewed only after the old certificate expired")
+	}
 }
 
 // TestRunAdoptsFilesFromResetSSL: reset-ssl (another process, here another Agent) writes

@@ -22,14 +22,20 @@ const maxFloor = 5 * time.Minute
 //
 // It renews when r's renew_before of the lifetime is left (default a third), brought
 // forward by jitter×5% of the lifetime (jitter in [0,1)), and never later than the floor:
-// 5 minutes before expiry, or a tenth of the lifetime when that is shorter. A lifetime
-// that is zero or negative means "renew now" (returns notBefore).
+// 5 minutes before expiry, or a tenth of the lifetime when that is shorter. A
+// renew_before duration that is not shorter than the lifetime would renew right after
+// every fetch; the default fraction is used for such a certificate instead (see
+// renewBeforeTooLong). A lifetime that is zero or negative means "renew now" (returns
+// notBefore).
 func RenewAt(notBefore, notAfter time.Time, r config.Renewal, jitter float64) time.Time {
 	life := notAfter.Sub(notBefore)
 	if life <= 0 {
 		return notBefore
 	}
 	before := r.Before
+	if renewBeforeTooLong(r, life) {
+		before = 0
+	}
 	if before <= 0 {
 		frac := r.BeforeFraction
 		if frac <= 0 {
@@ -45,6 +51,12 @@ func RenewAt(notBefore, notAfter time.Time, r config.Renewal, jitter float64) ti
 		before = life
 	}
 	return notAfter.Add(-before)
+}
+
+// renewBeforeTooLong reports whether r's renew_before duration is not shorter than a
+// certificate lifetime life, so that honouring it would renew at once.
+func renewBeforeTooLong(r config.Renewal, life time.Duration) bool {
+	return r.Before > 0 && r.Before >= life
 }
 
 // Backoff limits.

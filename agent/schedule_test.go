@@ -29,7 +29,9 @@ func TestRenewAt(t *testing.T) {
 		{"tiny duration hits 5m floor", time.Hour, config.Renewal{Before: time.Minute}, 0, 5 * time.Minute},
 		{"short life: floor is a tenth", 20 * time.Second, config.Renewal{Before: time.Second}, 0, 2 * time.Second},
 		{"short life default third scales down", 30 * time.Second, third, 0, 10 * time.Second},
-		{"renew_before longer than life renews at once", 10 * time.Minute, config.Renewal{Before: time.Hour}, 0, 10 * time.Minute},
+		{"renew_before longer than life falls back to the default third", 10 * time.Minute, config.Renewal{Before: time.Hour}, 0, 10 * time.Minute / 3},
+		{"renew_before equal to life falls back too", time.Hour, config.Renewal{Before: time.Hour}, 0, 20 * time.Minute},
+		{"renew_before just under life is honoured", time.Hour, config.Renewal{Before: 50 * time.Minute}, 0, 50 * time.Minute},
 		{"jitter is clamped to [0,1]", time.Hour, third, 7, 23 * time.Minute},
 		{"negative jitter is none", time.Hour, third, -1, 20 * time.Minute},
 	}

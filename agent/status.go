@@ -44,7 +44,7 @@ type InstanceStatus struct {
 func Status(cfg *config.Config, now time.Time) ([]InstanceStatus, error) {
 	out := make([]InstanceStatus, 0, len(cfg.Instances))
 	for _, ci := range cfg.Instances {
-		in := &Instance{Name: ci.Name, Renewal: ci.Renewal, NeedsKey: ci.IssuesClientCert()}
+		in := &Instance{Name: ci.Name, Renewal: ci.Renewal, NeedsKey: ci.IssuesClientCert(), Spec: ci}
 		st := InstanceStatus{Instance: ci.Name, Type: ci.Type}
 		for i, cs := range ci.Sinks {
 			s, err := newFileSink(ci, cs)
@@ -93,6 +93,9 @@ func fillStatus(st *InstanceStatus, in *Instance, now time.Time) {
 		st.NotAfter = b.NotAfter().UTC()
 		st.SecondsLeft = int64(max(0, b.NotAfter().Sub(now)/time.Second))
 		st.NextRenewal = in.renewAt(b, 0).UTC()
+	}
+	if !in.NeedsKey {
+		st.NextRenewal = in.nextDownload(b, now).UTC()
 	}
 	st.CANotAfter = b.CANotAfter().UTC()
 	if st.State == "" {

@@ -39,8 +39,21 @@ func (k kind) String() string {
 // (compared label by label, as strings), label values escaped (backslash,
 // double quote, newline). A family with labels and no samples is omitted.
 type Registry struct {
-	mu   sync.RWMutex
-	fams []*family // sorted by name
+	mu       sync.RWMutex
+	fams     []*family // sorted by name
+	collects []func()  // run before every rendering
+}
+
+// OnCollect registers f to run before every rendering (WriteText, /metrics), for
+// samples whose value depends on the moment they are read (such as "valid now"). f must
+// be safe for concurrent use and cheap.
+func (r *Registry) OnCollect(f func()) {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	r.collects = append(r.collects, f)
+	r.mu.Unlock()
 }
 
 // NewRegistry returns an empty Registry.
@@ -419,6 +432,12 @@ func (r *Registry) WriteText(w io.Writer) error {
 
 // appendText appends the exposition of r to b.
 func (r *Registry) appendText(b []byte) []byte {
+	r.mu.RLock()
+	collects := r.collects
+	r.mu.RUnlock()
+	for _, f := range collects {
+		f()
+	}
 	for _, f := range r.families() {
 		b = f.appendText(b)
 	}

@@ -311,3 +311,18 @@ func BenchmarkInc(b *testing.B) {
 		}
 	})
 }
+
+func TestOnCollect(t *testing.T) {
+	r := NewRegistry()
+	g := r.Gauge("valid_now", "Valid at the scrape.", "instance")
+	var calls int
+	r.OnCollect(func() { calls++; g.Set(float64(calls), "a") })
+	if got := render(t, r); !strings.Contains(got, `valid_now{instance="a"} 1`) {
+		t.Errorf("first render:\n%s", got)
+	}
+	if got := render(t, r); !strings.Contains(got, `valid_now{instance="a"} 2`) {
+		t.Errorf("the collect function did not run again before the second render:\n%s", got)
+	}
+	var nilReg *Registry
+	nilReg.OnCollect(func() { t.Error("called on a nil registry") })
+}

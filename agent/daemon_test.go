@@ -1,0 +1,749 @@
+package agent
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"net"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/robfig/cron/v3"
+
+	"github.com/dbcert-agent/dbcert-agent/agent/bundle"
+	"github.com/dbcert-agent/dbcert-agent/agent/hook"
+	"github.com/dbcert-agent/dbcert-agent/agent/metrics"
+	"github.com/dbcert-agent/dbcert-agent/agent/sdnotify"
+	"github.com/dbcert-agent/dbcert-agent/config"
+)
+
+// fakeClock is the daemon's clock in timing tests: Now stands still until Advance, and
+// After fires when Advance passes its deadline.
+type fakeClock struct {
+	mu      sync.Mutex
+	now     time.Time
+	waiters []clockWaiter
+}
+
+type clockWaiter struct {
+	at time.Time
+	ch chan time.Time
+}
+
+func newFakeClock() *fakeClock {
+	return &fakeClock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) After(d time.Duration) <-chan time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ch := make(chan time.Time, 1)
+	if d <= 0 {
+		ch <- c.now
+		return ch
+	}
+	c.waiters = append(c.waiters, clockWaiter{c.now.Add(d), ch})
+	return ch
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	kept := c.waiters[:0]
+	for _, w := range c.waiters {
+		if !c.now.Before(w.at) {
+			w.ch <- c.now
+			continue
+		}
+		kept = append(kept, w)
+	}
+	c.waiters = kept
+}
+
+// testCA issues client certificates for fake providers.
+type testCA struct {
+	key  *rsa.PrivateKey
+	cert *x509.Certificate
+}
+
+var sharedTestCA = sync.OnceValues(func() (*testCA, error) {
+	key, err := bundle.NewKey()
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
+		NotBefore: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), NotAfter: time.Date(2040, 1, 1, 0, 0, 0, 0, time.UTC),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := x509.ParseCertificate(der)
+	return &testCA{key: key, cert: cert}, err
+})
+
+var serials atomic.Int64
+
+func (ca *testCA) issue(t testing.TB, key crypto.Signer, from time.Time, life time.Duration) *bundle.Bundle {
+	t.Helper()
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(100 + serials.Add(1)), Subject: pkix.Name{CommonName: "client"},
+		NotBefore: from, NotAfter: from.Add(life)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, key.Public(), ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &bundle.Bundle{Key: key, Chain: []*x509.Certificate{leaf}, CAs: []*x509.Certificate{ca.cert}}
+}
+
+func caOnly(t testing.TB) *bundle.Bundle {
+	ca, err := sharedTestCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &bundle.Bundle{CAs: []*x509.Certificate{ca.cert}}
+}
+
+// fakeProvider issues certificates valid from the clock's now for life, or fails with
+// the error fail returns (nil: succeed).
+type fakeProvider struct {
+	t     testing.TB
+	clock func() time.Time
+	life  time.Duration
+	mu    sync.Mutex
+	fail  error
+	calls int
+	block chan struct{} // when set, Fetch blocks on it, ignoring ctx
+	host  string        // Bundle.Host of what it issues
+}
+
+func (p *fakeProvider) Fetch(ctx context.Context, key crypto.Signer) (*bundle.Bundle, error) {
+	p.mu.Lock()
+	p.calls++
+	fail, block := p.fail, p.block
+	p.mu.Unlock()
+	if block != nil {
+		<-block
+	}
+	if fail != nil {
+		return nil, fail
+	}
+	if key == nil {
+		return caOnly(p.t), nil
+	}
+	ca, err := sharedTestCA()
+	if err != nil {
+		return nil, err
+	}
+	b := ca.issue(p.t, key, p.clock(), p.life)
+	b.Host = p.host
+	return b, nil
+}
+
+func (p *fakeProvider) setFail(err error) {
+	p.mu.Lock()
+	p.fail = err
+	p.mu.Unlock()
+}
+
+func (p *fakeProvider) count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.calls
+}
+
+// retryErr is an error a retry can help; permErr one it cannot.
+type retryErr struct{ msg string }
+
+func (e retryErr) Error() string   { return e.msg }
+func (e retryErr) Retryable() bool { return true }
+
+var permErr = errors.New("cloudsql: generateEphemeralCert: 403 Forbidden: the caller lacks cloudsql.instances.connect")
+
+// memSink keeps one bundle in memory and reads it back with its metadata (Issued,
+// TokenExpiry), as a file sink stores them in the generation.
+type memSink struct {
+	mu     sync.Mutex
+	b      *bundle.Bundle
+	writes int
+	fail   error
+}
+
+func (s *memSink) Write(_ context.Context, b *bundle.Bundle) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fail != nil {
+		return false, s.fail
+	}
+	s.writes++
+	changed := !bundle.Equal(s.b, b)
+	c := *b
+	s.b = &c
+	return changed, nil
+}
+
+func (s *memSink) Current() (*bundle.Bundle, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.b == nil {
+		return nil, errNotStored
+	}
+	c := *s.b
+	return &c, nil
+}
+
+func (s *memSink) set(b *bundle.Bundle) {
+	s.mu.Lock()
+	s.b = b
+	s.mu.Unlock()
+}
+
+// fakeDaemon runs a daemon of instances on clock (nil: the real one) in the background.
+func fakeDaemon(t *testing.T, clock *fakeClock, o fakeRunOptions, ins ...*Instance) (*daemon, *syncBuffer) {
+	t.Helper()
+	buf := &syncBuffer{}
+	log := slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("agent log:\n%s", buf.String())
+		}
+	})
+	opts := Options{Logger: log, Rand: func() float64 { return 0.5 }}
+	if clock != nil {
+		opts.Now, opts.After = clock.Now, clock.After
+	}
+	if o.Observer != nil {
+		opts.Observer = o.Observer
+	}
+	a := NewWithInstances(ins, opts)
+	d, err := newDaemon(a, o.RunOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("Run did not stop within 10s")
+		}
+	})
+	return d, buf
+}
+
+// settle waits until every loop of d waits for work (its timer, a trigger): what the
+// fake clock's time asks for is done.
+func settle(t *testing.T, d *daemon) {
+	t.Helper()
+	time.Sleep(20 * time.Millisecond) // let woken goroutines run
+	quietFor := 0
+	deadline := time.Now().Add(10 * time.Second)
+	for quietFor < 5 {
+		if time.Now().After(deadline) {
+			t.Fatal("the daemon did not settle within 10s")
+		}
+		time.Sleep(10 * time.Millisecond)
+		all := true
+		d.mu.Lock()
+		for _, l := range d.loops {
+			all = all && l.hb.quiet()
+		}
+		d.mu.Unlock()
+		if all {
+			quietFor++
+		} else {
+			quietFor = 0
+		}
+	}
+}
+
+// RunOptions with an Observer, for fakeDaemon.
+type fakeRunOptions struct {
+	RunOptions
+	Observer Observer
+}
+
+func TestReadinessFollowsExpiryNotHistory(t *testing.T) {
+	clock := newFakeClock()
+	p := &fakeProvider{t: t, clock: clock.Now, life: time.Hour}
+	sink := &memSink{}
+	n := &fakeNotifier{}
+	reg := metrics.NewRegistry()
+	m := NewMetrics(reg)
+	m.now = clock.Now
+	d, _ := fakeDaemon(t, clock, fakeRunOptions{RunOptions: RunOptions{Notifier: n}, Observer: m},
+		&Instance{Name: "a", Provider: p, NeedsKey: true, Sinks: []Sink{sink}})
+	eventually(t, 5*time.Second, "READY=1", func() bool { return n.count("READY") == 1 })
+	if ok, _ := d.a.Ready(); !ok {
+		t.Fatal("not ready with fresh files")
+	}
+	valid := func() float64 { var b strings.Builder; _ = reg.WriteText(&b); v, _ := m.valid.Value("a"); return v }
+	if v := valid(); v != 1 {
+		t.Fatalf("dbcert_files_valid = %v with fresh files", v)
+	}
+	// The API goes away for longer than the certificate lives.
+	p.setFail(retryErr{"503 Service Unavailable"})
+	for range 80 {
+		clock.Advance(time.Minute)
+		time.Sleep(5 * time.Millisecond)
+	}
+	settle(t, d)
+	if ok, missing := d.a.Ready(); ok || len(missing) != 1 || missing[0] != "a" {
+		t.Errorf("Ready() = %v, %v after the certificate expired; want false, [a]", ok, missing)
+	}
+	if v := valid(); v != 0 {
+		t.Errorf("dbcert_files_valid = %v after the certificate expired", v)
+	}
+	eventually(t, 5*time.Second, "STATUS= to say so", func() bool {
+		return strings.HasPrefix(n.lastStatus(), "0 of 1 instance(s) with valid files; waiting for files: a")
+	})
+}
+
+func TestReadyWithPermanentlyFailedInstance(t *testing.T) {
+	clock := newFakeClock()
+	good := &fakeProvider{t: t, clock: clock.Now, life: time.Hour}
+	bad := &fakeProvider{t: t, clock: clock.Now, life: time.Hour, fail: permErr}
+	flaky := &fakeProvider{t: t, clock: clock.Now, life: time.Hour, fail: retryErr{"503"}}
+	n := &fakeNotifier{}
+	reg := metrics.NewRegistry()
+	m := NewMetrics(reg)
+	m.now = clock.Now
+	d, _ := fakeDaemon(t, clock, fakeRunOptions{RunOptions: RunOptions{Notifier: n}, Observer: m},
+		&Instance{Name: "good", Provider: good, NeedsKey: true, Sinks: []Sink{&memSink{}}},
+		&Instance{Name: "bad", Provider: bad, NeedsKey: true, Sinks: []Sink{&memSink{}}},
+		&Instance{Name: "flaky", Provider: flaky, NeedsKey: true, Sinks: []Sink{&memSink{}}})
+	eventually(t, 5*time.Second, "three attempts", func() bool { return good.count() == 1 && bad.count() == 1 && flaky.count() >= 1 })
+	settle(t, d)
+	if n.count("READY") != 0 {
+		t.Fatal("READY=1 while an instance still retries a transient error")
+	}
+	flaky.setFail(nil)
+	clock.Advance(10 * time.Second) // past the first retry
+	eventually(t, 5*time.Second, "READY=1 with one instance failed permanently", func() bool { return n.count("READY") == 1 })
+	if s := n.lastStatus(); !strings.Contains(s, "2 of 3") || !strings.Contains(s, "failed permanently (see the log): bad") {
+		t.Errorf("STATUS=%q does not name the failed instance", s)
+	}
+	if ok, missing := d.a.Ready(); ok || fmt.Sprint(missing) != "[bad]" {
+		t.Errorf("Ready() = %v, %v; want false, [bad] (/readyz 503)", ok, missing)
+	}
+	var b strings.Builder
+	_ = reg.WriteText(&b)
+	if !strings.Contains(b.String(), `dbcert_failed_permanently{instance="bad"} 1`) || !strings.Contains(b.String(), `dbcert_files_valid{instance="bad"} 0`) {
+		t.Errorf("metrics do not show the failed instance:\n%s", b.String())
+	}
+}
+
+// TestRestartHonoursStoredTokenExpiry: files whose login token (stored with them) has
+// expired are not valid, so a restarted daemon refreshes at once; a token that expires
+// before the certificate drives the next renewal.
+func TestRestartHonoursStoredTokenExpiry(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		tokenLeft   time.Duration
+		wantAtStart bool
+	}{
+		{"token expired while the agent was down", -time.Minute, true},
+		{"token expires before the certificate", 12 * time.Minute, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := newFakeClock()
+			ca, _ := sharedTestCA()
+			key, _ := bundle.NewKey()
+			b := ca.issue(t, key, clock.Now().Add(-10*time.Minute), time.Hour)
+			b.TokenExpiry = clock.Now().Add(tc.tokenLeft)
+			b.Issued = clock.Now().Add(-10 * time.Minute)
+			sink := &memSink{}
+			sink.set(b)
+			p := &fakeProvider{t: t, clock: clock.Now, life: time.Hour}
+			d, _ := fakeDaemon(t, clock, fakeRunOptions{}, &Instance{Name: "a", Provider: p, NeedsKey: true, Sinks: []Sink{sink},
+				Renewal: config.Renewal{BeforeFraction: config.DefaultRenewFraction}})
+			settle(t, d)
+			if got := p.count() == 1; got != tc.wantAtStart {
+				t.Fatalf("refreshed at start: %v, want %v", got, tc.wantAtStart)
+			}
+			if tc.wantAtStart {
+				return
+			}
+			if ok, _ := d.a.Ready(); !ok {
+				t.Error("not ready with a valid token")
+			}
+			// Effective life 22 min (10 before now + 12 left): renewal a third (7m20s) plus
+			// half the 5% jitter (33s) before the token's expiry, 4m07s from now; the
+			// certificate alone would wait about 28 minutes.
+			clock.Advance(4 * time.Minute)
+			settle(t, d)
+			if p.count() != 0 {
+				t.Fatal("renewed too early")
+			}
+			clock.Advance(time.Minute)
+			eventually(t, 5*time.Second, "a renewal before the token expires", func() bool { return p.count() == 1 })
+		})
+	}
+}
+
+// TestCAOnlyScheduleCountsFromLastDownload: a restarted CA-only instance downloads
+// again when its schedule says so counted from the last download stored with the files,
+// not from the start of the agent.
+func TestCAOnlyScheduleCountsFromLastDownload(t *testing.T) {
+	sched, err := cron.ParseStandard("@every 6h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := &config.Instance{Name: "cache", Type: config.TypeGeminiDB, Schedule: &config.Schedule{Spec: "@every 6h", Schedule: sched}}
+	for _, tc := range []struct {
+		name      string
+		ago       time.Duration
+		wantStart bool
+	}{
+		{"last download 7h ago: at once", 7 * time.Hour, true},
+		{"last download 5h ago: in an hour", 5 * time.Hour, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := newFakeClock()
+			b := caOnly(t)
+			b.Issued = clock.Now().Add(-tc.ago)
+			sink := &memSink{}
+			sink.set(b)
+			p := &fakeProvider{t: t, clock: clock.Now}
+			d, _ := fakeDaemon(t, clock, fakeRunOptions{}, &Instance{Name: "cache", Provider: p, Sinks: []Sink{sink}, Spec: spec})
+			settle(t, d)
+			if got := p.count() == 1; got != tc.wantStart {
+				t.Fatalf("downloaded at start: %v, want %v", got, tc.wantStart)
+			}
+			if tc.wantStart {
+				// The next one is 6 h after this download.
+				clock.Advance(5 * time.Hour)
+				settle(t, d)
+				if p.count() != 1 {
+					t.Fatalf("%d downloads 5 h after the last; want none", p.count()-1)
+				}
+				clock.Advance(time.Hour + time.Second)
+				eventually(t, 5*time.Second, "the scheduled download", func() bool { return p.count() == 2 })
+				return
+			}
+			clock.Advance(59 * time.Minute)
+			settle(t, d)
+			if p.count() != 0 {
+				t.Fatal("downloaded before the schedule")
+			}
+			clock.Advance(time.Minute + time.Second)
+			eventually(t, 5*time.Second, "the download 6 h after the last one", func() bool { return p.count() == 1 })
+		})
+	}
+}
+
+// TestRenewBeforeLongerThanLifetime: renew_before = 2h with 1h certificates would renew
+// right after every fetch; the daemon warns once and renews at the default fraction.
+func TestRenewBeforeLongerThanLifetime(t *testing.T) {
+	clock := newFakeClock()
+	p := &fakeProvider{t: t, clock: clock.Now, life: time.Hour}
+	d, buf := fakeDaemon(t, clock, fakeRunOptions{}, &Instance{Name: "a", Provider: p, NeedsKey: true, Sinks: []Sink{&memSink{}},
+		Renewal: config.Renewal{Before: 2 * time.Hour}})
+	eventually(t, 5*time.Second, "the first certificate", func() bool { return p.count() == 1 })
+	settle(t, d)
+	if p.count() != 1 {
+		t.Fatalf("%d certificates right after the first", p.count())
+	}
+	for range 3 {
+		clock.Advance(41 * time.Minute) // renewal at 38.5 min (a third of 1 h and jitter left)
+		want := p.count() + 1
+		eventually(t, 5*time.Second, "a renewal at two thirds of the lifetime", func() bool { return p.count() == want })
+		settle(t, d)
+		if p.count() != want {
+			t.Fatalf("%d certificates right after a renewal", p.count()-want)
+		}
+	}
+	if n := strings.Count(buf.String(), "renew_before is not shorter"); n != 1 {
+		t.Errorf("the renew_before warning was logged %d times, want once", n)
+	}
+}
+
+// blockingHook blocks until released, ignoring ctx (a wedged hook).
+type blockingHook struct{ release chan struct{} }
+
+func (h blockingHook) Run(context.Context, hook.Event) error { <-h.release; return nil }
+
+// watchdogNotifier records WATCHDOG=1 pings.
+type pingNotifier struct {
+	fakeNotifier
+	pings atomic.Int64
+}
+
+func (n *pingNotifier) Watchdog() error                 { n.pings.Add(1); return nil }
+func (n *pingNotifier) WatchdogInterval() time.Duration { return 20 * time.Millisecond }
+
+// TestWatchdogStopsWhenALoopIsStuck: the pings go on while every loop makes progress
+// and stop when one is stuck past its limit: a provider that ignores its context, or a
+// hook that never returns.
+func TestWatchdogStopsWhenALoopIsStuck(t *testing.T) {
+	for _, stall := range []string{"fetch", "hook"} {
+		t.Run(stall, func(t *testing.T) {
+			release := make(chan struct{})
+			defer close(release)
+			healthy := &fakeProvider{t: t, clock: time.Now, life: time.Hour}
+			stuck := &fakeProvider{t: t, clock: time.Now, life: time.Hour}
+			var hooks []Hook
+			if stall == "hook" {
+				hooks = []Hook{blockingHook{release}}
+			}
+			n := &pingNotifier{}
+			gate := make(chan struct{})
+			stuck.block = gate
+			_, buf := fakeDaemon(t, nil, fakeRunOptions{RunOptions: RunOptions{Notifier: n, FetchTimeout: 200 * time.Millisecond}},
+				&Instance{Name: "healthy", Provider: healthy, NeedsKey: true, Sinks: []Sink{&memSink{}}},
+				&Instance{Name: "stuck", Provider: stuck, NeedsKey: true, Sinks: []Sink{&memSink{}}, Hooks: hooks, HookTimeout: 200 * time.Millisecond})
+			eventually(t, 5*time.Second, "pings", func() bool { return n.pings.Load() >= 3 })
+			if stall == "hook" {
+				close(gate) // the fetch returns; the hook hangs
+			} else {
+				defer close(gate)
+			}
+			eventually(t, 10*time.Second, "the pings to stop", func() bool {
+				before := n.pings.Load()
+				time.Sleep(200 * time.Millisecond)
+				return n.pings.Load() == before
+			})
+			if !strings.Contains(buf.String(), "not pinging the systemd watchdog") || !strings.Contains(buf.String(), "instance=stuck") {
+				t.Errorf("the stall was not logged with the instance")
+			}
+		})
+	}
+}
+
+func TestWatchdogPingsWhileHealthy(t *testing.T) {
+	p := &fakeProvider{t: t, clock: time.Now, life: time.Hour}
+	n := &pingNotifier{}
+	fakeDaemon(t, nil, fakeRunOptions{RunOptions: RunOptions{Notifier: n, FetchTimeout: 200 * time.Millisecond}},
+		&Instance{Name: "a", Provider: p, NeedsKey: true, Sinks: []Sink{&memSink{}}})
+	eventually(t, 5*time.Second, "files", func() bool { return p.count() == 1 })
+	start := n.pings.Load()
+	eventually(t, 5*time.Second, "pings to go on while idle for longer than every limit", func() bool { return n.pings.Load() >= start+30 })
+}
+
+// TestStatusTokenExpired: `status` judges the files now, login token included: a
+// certificate still valid whose stored login token has expired is "expired".
+func TestStatusTokenExpired(t *testing.T) {
+	now := time.Now()
+	ca, _ := sharedTestCA()
+	key, _ := bundle.NewKey()
+	b := ca.issue(t, key, now.Add(-10*time.Minute), time.Hour)
+	b.TokenExpiry = now.Add(-time.Minute)
+	sink := &memSink{}
+	sink.set(b)
+	var st InstanceStatus
+	fillStatus(&st, &Instance{Name: "a", NeedsKey: true, Sinks: []Sink{sink}}, now)
+	if st.State != StateExpired {
+		t.Errorf("state %q with an expired login token, want %q", st.State, StateExpired)
+	}
+	b.TokenExpiry = now.Add(time.Minute)
+	st = InstanceStatus{}
+	fillStatus(&st, &Instance{Name: "a", NeedsKey: true, Sinks: []Sink{sink}}, now)
+	if st.State == StateExpired || st.State == StateInvalid {
+		t.Errorf("state %q with a valid login token", st.State)
+	}
+}
+
+// lossySink is a sink that does not keep Host (as a file sink without .pgpass does not)
+// and, when commitThenFail is set, stores a bundle but reports an error (a failure
+// after the commit, say while pruning old generations on a full disk).
+type lossySink struct {
+	memSink
+	commitThenFail atomic.Bool
+}
+
+func (s *lossySink) Write(ctx context.Context, b *bundle.Bundle) (bool, error) {
+	c := *b
+	c.Host = ""
+	changed, err := s.memSink.Write(ctx, &c)
+	if err == nil && s.commitThenFail.Load() {
+		return changed, errors.New("pruning old generations: no space left on device")
+	}
+	return changed, err
+}
+
+// TestOwnWritesAreNotAnotherProcess: a change in the sink directory made by the
+// daemon's own write is never reported as files "written by another process".
+func TestOwnWritesAreNotAnotherProcess(t *testing.T) {
+	clock := newFakeClock()
+	p := &fakeProvider{t: t, clock: clock.Now, life: time.Hour, host: "10.0.0.5"}
+	sink := &lossySink{}
+	d, buf := fakeDaemon(t, clock, fakeRunOptions{}, &Instance{Name: "a", Provider: p, NeedsKey: true, Sinks: []Sink{sink}})
+	eventually(t, 5*time.Second, "files", func() bool { return p.count() == 1 })
+	settle(t, d)
+	heal := func() {
+		d.mu.Lock()
+		l := d.loops["a"]
+		d.mu.Unlock()
+		poke(l.heal)
+		time.Sleep(150 * time.Millisecond) // repair lets events settle for 100 ms
+		settle(t, d)
+	}
+	heal() // the directory event of the daemon's own write
+	if strings.Contains(buf.String(), "another process") || strings.Contains(buf.String(), "reported an error") {
+		t.Fatal("the daemon's own successful write was reported as something else")
+	}
+	// A write that reaches the disk but reports an error.
+	sink.commitThenFail.Store(true)
+	clock.Advance(41 * time.Minute)
+	eventually(t, 5*time.Second, "the renewal", func() bool { return p.count() == 2 })
+	settle(t, d)
+	heal()
+	if strings.Contains(buf.String(), "another process") {
+		t.Error("files of the daemon's own failed write were reported as another process's")
+	}
+	if !strings.Contains(buf.String(), "the files of the last write are on disk although writing reported an error") {
+		t.Error("the daemon did not take up its own files")
+	}
+}
+
+// TestOnceReportsEachFailureOnce: `once` does not log a failure that it returns; the
+// error names the failed instances in one line and carries one error per instance.
+func TestOnceReportsEachFailureOnce(t *testing.T) {
+	buf := &syncBuffer{}
+	log := slog.New(slog.NewTextHandler(buf, nil))
+	p := &fakeProvider{t: t, clock: time.Now, fail: permErr}
+	ok := &fakeProvider{t: t, clock: time.Now, life: time.Hour}
+	a := NewWithInstances([]*Instance{
+		{Name: "bad", Provider: p, NeedsKey: true, Sinks: []Sink{&memSink{}}},
+		{Name: "good", Provider: ok, NeedsKey: true, Sinks: []Sink{&memSink{}}},
+	}, Options{Logger: log})
+	err := a.Once(context.Background(), OnceOptions{})
+	var re *RunError
+	if !errors.As(err, &re) || len(re.Failed) != 1 || re.Failed[0].Instance != "bad" {
+		t.Fatalf("Once = %v", err)
+	}
+	if strings.Contains(buf.String(), "403") {
+		t.Errorf("the failure was logged as well as returned:\n%s", buf.String())
+	}
+	if got := re.Error(); got != "1 of 2 instances failed: bad" {
+		t.Errorf("RunError = %q", got)
+	}
+	if !strings.Contains(re.Failed[0].Error(), `instance "bad": `+permErr.Error()) {
+		t.Errorf("the instance error = %q", re.Failed[0].Error())
+	}
+}
+
+// TestSystemdNotifyEndToEnd: the daemon with the real sdnotify.Notifier on a unix
+// socket: READY=1 although one instance failed permanently, STATUS= names it, and
+// WATCHDOG=1 pings arrive while the loops are healthy and stop when one is stuck.
+func TestSystemdNotifyEndToEnd(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var (
+		mu   sync.Mutex
+		msgs []string
+	)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			msgs = append(msgs, string(buf[:n]))
+			mu.Unlock()
+		}
+	}()
+	count := func(prefix string) (n int, last string) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, m := range msgs {
+			if strings.HasPrefix(m, prefix) {
+				n, last = n+1, m
+			}
+		}
+		return n, last
+	}
+	notifier, err := sdnotify.New(sock, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := &fakeProvider{t: t, clock: time.Now, life: time.Hour}
+	bad := &fakeProvider{t: t, clock: time.Now, fail: permErr}
+	sched := &fakeProvider{t: t, clock: time.Now, life: time.Hour}
+	gate := make(chan struct{})
+	defer close(gate)
+	trigger := &Instance{Name: "wedged", Provider: sched, NeedsKey: true, Sinks: []Sink{&memSink{}}}
+	d, _ := fakeDaemon(t, nil, fakeRunOptions{RunOptions: RunOptions{Notifier: notifier, FetchTimeout: 200 * time.Millisecond}},
+		&Instance{Name: "good", Provider: good, NeedsKey: true, Sinks: []Sink{&memSink{}}},
+		&Instance{Name: "bad", Provider: bad, NeedsKey: true, Sinks: []Sink{&memSink{}}},
+		trigger)
+	eventually(t, 5*time.Second, "READY=1", func() bool { n, _ := count("READY=1"); return n == 1 })
+	eventually(t, 5*time.Second, "STATUS= naming the failed instance", func() bool {
+		_, s := count("STATUS=")
+		return strings.Contains(s, "failed permanently (see the log): bad")
+	})
+	eventually(t, 5*time.Second, "watchdog pings", func() bool { n, _ := count("WATCHDOG=1"); return n >= 3 })
+	// The next fetch of "wedged" never returns.
+	sched.mu.Lock()
+	sched.block = gate
+	sched.mu.Unlock()
+	d.mu.Lock()
+	poke(d.loops["wedged"].trigger)
+	d.mu.Unlock()
+	eventually(t, 10*time.Second, "the pings to stop", func() bool {
+		before, _ := count("WATCHDOG=1")
+		time.Sleep(300 * time.Millisecond)
+		after, _ := count("WATCHDOG=1")
+		return before == after
+	})
+}
+
+// TestGoneFilesAreNotReady: files deleted behind the daemon's back that it cannot
+// restore make the instance not ready at once, not when the certificate would expire.
+func TestGoneFilesAreNotReady(t *testing.T) {
+	clock := newFakeClock()
+	p := &fakeProvider{t: t, clock: clock.Now, life: time.Hour}
+	sink := &memSink{}
+	d, _ := fakeDaemon(t, clock, fakeRunOptions{}, &Instance{Name: "a", Provider: p, NeedsKey: true, Sinks: []Sink{sink}})
+	eventually(t, 5*time.Second, "files", func() bool { return p.count() == 1 })
+	settle(t, d)
+	if ok, _ := d.a.Ready(); !ok {
+		t.Fatal("not ready with files")
+	}
+	sink.mu.Lock()
+	sink.b, sink.fail = nil, errors.New("read-only file system")
+	sink.mu.Unlock()
+	d.mu.Lock()
+	poke(d.loops["a"].heal) // what the directory watch does
+	d.mu.Unlock()
+	time.Sleep(150 * time.Millisecond)
+	settle(t, d)
+	if ok, missing := d.a.Ready(); ok || fmt.Sprint(missing) != "[a]" {
+		t.Errorf("Ready() = %v, %v with the files gone; want false, [a]", ok, missing)
+	}
+	sink.mu.Lock()
+	sink.fail = nil
+	sink.mu.Unlock()
+	clock.Advance(5 * time.Minute) // past any backoff
+	eventually(t, 5*time.Second, "new files", func() bool { ok, _ := d.a.Ready(); return ok })
+}
