@@ -31,6 +31,9 @@ type Options struct {
 	Now func() time.Time
 	// TokenLifetime is the lifetime of issued OAuth access tokens; default 1h.
 	TokenLifetime time.Duration
+	// Quota, when set, limits each identity's admin API requests (see Quota); default
+	// none. SetQuota changes it later.
+	Quota Quota
 }
 
 // Request is one request the emulator received.
@@ -65,6 +68,7 @@ type Emulator struct {
 	opFail    *OpFailure
 	alloy     alloyState  // alloydb.go
 	huawei    huaweiState // huawei.go (IAM tokens, GeminiDB)
+	quota     quotaState  // quota.go (own lock)
 }
 
 // New makes an Emulator and its client-certificate CA. It does not listen; call Start,
@@ -84,6 +88,7 @@ func New(opts Options) (*Emulator, error) {
 		return nil, fmt.Errorf("emulator: %w", err)
 	}
 	return &Emulator{
+		quota:     quotaState{q: opts.Quota, buckets: map[string]*quotaBuckets{}},
 		opts:      opts,
 		clientCA:  clientCA,
 		auth:      newAuthState(),
@@ -208,6 +213,9 @@ func (e *Emulator) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	e.record(r, body)
 	if f := e.matchFault(r.Method + " " + r.URL.Path); f != nil && applyFault(w, r, f) {
+		return
+	}
+	if e.checkQuota(w, r) {
 		return
 	}
 	e.route(w, r)
