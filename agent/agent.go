@@ -53,6 +53,11 @@ type Instance struct {
 	// Spec is the configuration the instance was built from (nil in tests that build
 	// instances by hand); reloads compare it to decide what changed.
 	Spec *config.Instance
+	// Credentials names the identity the API counts the instance's requests against
+	// (its credentials block), and APICalls how many requests one refresh makes
+	// (default 1): instances of one identity share a pacer limiter (pacer.go).
+	Credentials string
+	APICalls    int
 	// Err, when set, says why the instance could not be built (for example its
 	// credentials could not be loaded); refreshing it fails with this error.
 	Err error

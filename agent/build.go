@@ -131,6 +131,7 @@ func (b *builder) instance(ci *config.Instance) (*Instance, error) {
 			return nil, err
 		}
 		in.Provider = p
+		in.Credentials, in.APICalls = "google:"+c.Credentials.Name, 2 // connectSettings + generateEphemeralCert
 	case config.TypeAlloyDB:
 		c := ci.AlloyDB
 		client, err := b.googleClient(c.Credentials)
@@ -138,6 +139,7 @@ func (b *builder) instance(ci *config.Instance) (*Instance, error) {
 			in.Err = err
 			return in, nil
 		}
+		in.Credentials, in.APICalls = "google:"+c.Credentials.Name, 1
 		p, err := alloydb.New(alloydb.Options{
 			Project: c.Project, Location: c.Location, Cluster: c.Cluster,
 			Endpoint: c.APIEndpoint, APIVersion: c.APIVersion, CertDuration: c.CertDuration,
@@ -154,6 +156,7 @@ func (b *builder) instance(ci *config.Instance) (*Instance, error) {
 			in.Err = err
 			return in, nil
 		}
+		in.Credentials, in.APICalls = "huaweicloud:"+c.Credentials.Name, 1
 		p, err := geminidb.New(geminidb.Options{
 			ProjectID: c.ProjectID, InstanceID: c.InstanceID,
 			Endpoint: c.APIEndpoint, Region: c.Credentials.Region, HTTPClient: client,

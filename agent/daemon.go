@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -26,6 +27,9 @@ type daemon struct {
 	o        RunOptions
 	inflight chan struct{}
 	keygen   chan struct{} // bounds concurrent RSA key generation
+	newKey   func() (crypto.Signer, error)
+	shared   *sharedKeys // share_keys; nil when off
+	pace     *pacer
 	clock    *clockWatch
 	cron     *cron.Cron
 	watcher  *fsnotify.Watcher
@@ -47,10 +51,17 @@ func newDaemon(a *Agent, o RunOptions) (*daemon, error) {
 		return nil, fmt.Errorf("watching sink directories: %w", err)
 	}
 	cronLog := cronLogger{a.log}
+	keygen := make(chan struct{}, runtime.GOMAXPROCS(0))
+	po, _ := a.obs.(paceObserver)
+	var shared *sharedKeys
+	if o.ShareKeys {
+		shared = newSharedKeys(newRSAKey, keygen)
+	}
 	return &daemon{
+		newKey: newRSAKey, shared: shared, pace: newPacer(o.APIRate, a.now, po),
 		a: a, o: o,
 		inflight: make(chan struct{}, o.MaxInFlight),
-		keygen:   make(chan struct{}, runtime.GOMAXPROCS(0)),
+		keygen:   keygen,
 		clock:    newClockWatch(),
 		cron:     cron.New(cron.WithParser(cronParser), cron.WithChain(cron.Recover(cronLog), cron.SkipIfStillRunning(cronLog)), cron.WithLogger(cronLog)),
 		watcher:  w,
@@ -75,6 +86,8 @@ func (d *daemon) notify(f func(Notifier) error) {
 
 func (d *daemon) run(ctx context.Context) error {
 	defer d.watcher.Close()
+	defer d.pace.close()
+	defer d.shared.close()
 	var aux sync.WaitGroup
 	auxCtx, stopAux := context.WithCancel(ctx)
 	defer func() { stopAux(); aux.Wait() }()

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dbcert-agent/dbcert-agent/agent/bundle"
+	"github.com/dbcert-agent/dbcert-agent/config"
 )
 
 // Notifier is told about the daemon's lifecycle (systemd's notify protocol). A nil
@@ -36,6 +37,11 @@ type RunOptions struct {
 	// MaxInFlight bounds the API refreshes running at once across all instances;
 	// default 16.
 	MaxInFlight int
+	// APIRate is a known API quota per credentials block (api_rate); the zero value
+	// starts unpaced (see pacer.go). ShareKeys makes instances with a key_rotation
+	// duration share one key (share_keys; see sharedkeys.go).
+	APIRate   config.Rate
+	ShareKeys bool
 }
 
 // Observer is told what the daemon does, for metrics and readiness. Methods must be
@@ -102,6 +108,10 @@ func (d *daemon) loop(ctx context.Context, l *loop) {
 	log := a.log.With("instance", in.Name)
 	now := a.now()
 	st := &loopState{jitter: a.rand(), bucket: newBucket(now), keys: newKeySource(in.Renewal.KeyMaxAge, d.keygen)}
+	st.keys.gen = d.newKey
+	if d.shared != nil && in.Renewal.KeyMaxAge > 0 {
+		st.keys.shared = d.shared
+	}
 	defer st.keys.close()
 	if cur, err := a.current(in, now); err == nil {
 		st.cur = cur
@@ -256,13 +266,19 @@ func (d *daemon) fetch(ctx context.Context, in *Instance, st *loopState) (*bundl
 		}
 		key = k
 	}
+	ticket, err := d.pace.acquire(ctx, in.Credentials, in.APICalls, urgent(st, d.a.now()))
+	if err != nil {
+		return nil, err
+	}
 	select {
 	case d.inflight <- struct{}{}:
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
 	defer func() { <-d.inflight }()
-	return d.a.fetchWith(ctx, in, key)
+	b, err := d.a.fetchWith(ctx, in, key)
+	d.pace.answer(ticket, err)
+	return b, err
 }
 
 // failed schedules the next attempt after err: exponential backoff with full jitter for
@@ -390,6 +406,8 @@ type keySource struct {
 	wg      sync.WaitGroup
 	cur     crypto.Signer // the key in use, for reuse
 	born    time.Time
+	gen     func() (crypto.Signer, error) // default bundle.NewKey
+	shared  *sharedKeys                   // share_keys: the agent-wide key instead
 }
 
 type keyResult struct {
@@ -409,15 +427,19 @@ func (k *keySource) reusable(now time.Time) bool {
 // prepare starts generating the next key in the background, unless one is already
 // pending or the current key will be reused.
 func (k *keySource) prepare(now time.Time) {
-	if k.pending || k.reusable(now) {
+	if k.pending || k.reusable(now) || k.shared != nil {
 		return
+	}
+	gen := k.gen
+	if gen == nil {
+		gen = newRSAKey
 	}
 	k.pending = true
 	k.wg.Add(1)
 	go func() {
 		defer k.wg.Done()
 		k.sem <- struct{}{}
-		key, err := bundle.NewKey()
+		key, err := gen()
 		<-k.sem
 		k.ch <- keyResult{key, err}
 	}()
@@ -430,6 +452,13 @@ func (k *keySource) adopt(key crypto.Signer, born time.Time) {
 
 // get returns the key for the next certificate.
 func (k *keySource) get(ctx context.Context, now time.Time) (crypto.Signer, error) {
+	if k.shared != nil {
+		key, born, err := k.shared.get(ctx, now, k.maxAge)
+		if err == nil {
+			k.cur, k.born = key, born
+		}
+		return key, err
+	}
 	if k.reusable(now) {
 		return k.cur, nil
 	}
