@@ -60,7 +60,7 @@ func TestPaceState(t *testing.T) {
 		{"api_rate spaces requests by their cost", config.Rate{N: 60, Per: time.Minute}, []paceStep{
 			{at: 0, op: "spend", cost: 2, wantWait: 2 * time.Second, wantRate: 1},
 			{at: ms(500), op: "spend", cost: 1, wantWait: 2500 * time.Millisecond}, // queued behind the first
-			{at: 10 * time.Second, op: "spend", cost: 1, wantWait: time.Second},   // idle time is not banked
+			{at: 10 * time.Second, op: "spend", cost: 1, wantWait: time.Second},    // idle time is not banked
 		}},
 		{"429: pause for Retry-After, cut to 0.9 of the throughput answered well", config.Rate{}, cat(
 			goods(10, 0, ms(50)),
