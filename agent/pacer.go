@@ -43,21 +43,53 @@ const (
 	paceMinMeasured = 0.5
 	// paceMin is the lowest rate: one request a minute.
 	paceMin = 1.0 / 60
+	// paceMinStep is the least additive increase, requests per second per second.
+	paceMinStep = 0.1
+	// paceForget: after this long without a throttling answer the limiter forgets what
+	// it learned and starts again from api_rate (or unpaced); quotas are per minute.
+	paceForget = 10 * time.Minute
 )
 
 // paceState is the limiter of one identity: a pure function of the times it is given,
 // not safe for concurrent use. Rates are in requests per second; +Inf is unpaced.
 type paceState struct {
-	ceil  float64   // api_rate; 0 when none is known
-	rate  float64   // the current pace
-	peak  float64   // throughput at the last cut; 0 before any
-	next  time.Time // the earliest start of the next request
-	pause time.Time // Retry-After: nothing starts before this
-	cutAt time.Time // last decrease
-	start time.Time // when the limiter was made (bounds the first window)
-	// Good answers per second over the last paceWindow (ring of one-second slots).
-	okSlot [10]float64
-	okSec  [10]int64
+	ceil   float64   // api_rate; 0 when none is known
+	rate   float64   // the current pace
+	peak   float64   // throughput at the last cut; 0 before any
+	next   time.Time // the earliest start of the next request
+	pause  time.Time // Retry-After: nothing starts before this
+	cutAt  time.Time // last decrease
+	preCut float64   // the pace before it
+	start  time.Time // when the limiter was made (bounds the first window)
+	ok     secRing   // good answers (in API calls) over the last paceWindow
+	sent   secRing   // requests admitted (in API calls)
+}
+
+// secRing counts events in one-second slots over the last paceWindow.
+type secRing struct {
+	n   [10]float64
+	sec [10]int64
+}
+
+func (r *secRing) add(now time.Time, v float64) {
+	sec := now.Unix()
+	i := int(sec % int64(len(r.n)))
+	if r.sec[i] != sec {
+		r.sec[i], r.n[i] = sec, 0
+	}
+	r.n[i] += v
+}
+
+// sum counts the events of the slots from from's second to now's.
+func (r *secRing) sum(from, now time.Time) float64 {
+	var v float64
+	sec := now.Unix()
+	for i, at := range r.sec {
+		if at > sec-int64(len(r.n)) && at >= from.Unix() && at <= sec {
+			v += r.n[i]
+		}
+	}
+	return v
 }
 
 func newPaceState(r config.Rate, now time.Time) *paceState {
@@ -84,6 +116,7 @@ func (s *paceState) wait(now time.Time) time.Duration {
 // spend records a request of cost API calls starting at now (after wait returned 0):
 // the next may start cost/rate later.
 func (s *paceState) spend(now time.Time, cost int) {
+	s.sent.add(now, float64(cost))
 	if math.IsInf(s.rate, 1) {
 		return
 	}
@@ -96,43 +129,47 @@ func (s *paceState) spend(now time.Time, cost int) {
 
 // good records a good answer at now to a request of cost calls admitted at admitted.
 func (s *paceState) good(now, admitted time.Time, cost int) {
-	sec := now.Unix()
-	i := int(sec % int64(len(s.okSlot)))
-	if s.okSec[i] != sec {
-		s.okSec[i], s.okSlot[i] = sec, 0
+	s.ok.add(now, float64(cost))
+	if admitted.Before(s.cutAt) {
+		// An answer to a request sent before the cut that arrives after it: the cut
+		// was measured without it. Re-measure (never above the pace before the cut).
+		if m := math.Min(s.throughput(now), s.preCut); m > s.peak && now.Sub(s.cutAt) < paceWindow {
+			s.peak = m
+			s.rate = math.Max(s.rate, paceBeta*m)
+		}
+		return
 	}
-	s.okSlot[i] += float64(cost)
-	if admitted.Before(s.cutAt) || s.peak == 0 || math.IsInf(s.rate, 1) {
+	if s.peak == 0 || math.IsInf(s.rate, 1) {
+		return
+	}
+	if now.Sub(s.cutAt) > paceForget {
+		s.peak, s.rate = 0, math.Inf(1)
+		if s.ceil > 0 {
+			s.rate = s.ceil
+		}
 		return
 	}
 	step := paceProbe
 	if s.rate < s.peak {
 		step = paceRecover
 	}
-	s.rate += step * s.peak * float64(cost) / s.rate
+	s.rate += math.Max(step*s.peak, paceMinStep) * float64(cost) / s.rate
 	if s.ceil > 0 && s.rate > s.ceil {
 		s.rate = s.ceil
 	}
 }
 
-// throughput is the good answers per second over the last paceWindow (or since the
-// limiter was made or last cut, at least one second).
+// throughput estimates what the identity's quota admits, in calls per second over the
+// last paceWindow (or since the limiter was made, at least one second): the good
+// answers, or half of what was sent when that is more (a refresh of two calls fails
+// as a whole when one is refused, so a burst can end with no good answer at all).
 func (s *paceState) throughput(now time.Time) float64 {
 	from := now.Add(-paceWindow)
 	if s.start.After(from) {
 		from = s.start
 	}
-	if s.cutAt.After(from) {
-		from = s.cutAt
-	}
-	var n float64
-	sec := now.Unix()
-	for i, at := range s.okSec {
-		if at > sec-int64(len(s.okSlot)) && at >= from.Unix() && at <= sec {
-			n += s.okSlot[i]
-		}
-	}
-	return n / math.Max(1, now.Sub(from).Seconds())
+	el := math.Max(1, now.Sub(from).Seconds())
+	return math.Max(s.ok.sum(from, now), s.sent.sum(from, now)/2) / el
 }
 
 // throttled records a throttling answer at now to a request admitted at admitted, with
@@ -145,6 +182,7 @@ func (s *paceState) throttled(now, admitted time.Time, retryAfter time.Duration)
 		return false // sent before the last cut: that cut already answered for it
 	}
 	measured := math.Max(s.throughput(now), paceMinMeasured)
+	s.preCut = s.rate
 	s.peak = math.Min(s.rate, measured)
 	s.rate = math.Max(paceMin, paceBeta*s.peak)
 	s.cutAt = now
@@ -330,6 +368,15 @@ func (p *pacer) answer(t paceTicket, err error) {
 	if cut || rate != before {
 		p.obs.Pace(t.id, rate)
 	}
+}
+
+// stale reports whether the identity was slowed down after t was admitted (a 429 to
+// another request): a request still waiting to be sent must then queue again.
+func (p *pacer) stale(t paceTicket) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	l := p.ids[t.id]
+	return l != nil && t.at.Before(l.st.cutAt)
 }
 
 // close stops the timers (waiters end with their contexts).

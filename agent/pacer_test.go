@@ -10,8 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dbcert-agent/dbcert-agent/agent/emulator"
 	"github.com/dbcert-agent/dbcert-agent/agent/gapi"
 	"github.com/dbcert-agent/dbcert-agent/agent/huaweiauth"
+	"github.com/dbcert-agent/dbcert-agent/agent/metrics"
 	"github.com/dbcert-agent/dbcert-agent/config"
 )
 
@@ -253,5 +255,63 @@ func TestPacerPriorityAndIdentities(t *testing.T) {
 	}
 	if !queued(0)() {
 		t.Error("the cancelled waiter is still queued")
+	}
+}
+
+func TestPaceStateForgets(t *testing.T) {
+	s := newPaceState(config.Rate{}, paceT0)
+	s.throttled(paceT0, paceT0, 0)
+	if s.rate > 1 {
+		t.Fatalf("rate %v after a 429", s.rate)
+	}
+	s.good(paceT0.Add(paceForget/2), paceT0.Add(paceForget/2), 1)
+	if math.IsInf(s.rate, 1) {
+		t.Fatal("forgot too early")
+	}
+	s.good(paceT0.Add(paceForget+time.Second), paceT0.Add(paceForget), 1)
+	if !math.IsInf(s.rate, 1) {
+		t.Errorf("rate %v %v after the quiet period, want unpaced again", s.rate, paceForget)
+	}
+}
+
+// TestRunPacesUnderQuota: 40 instances of one credentials block start against an
+// emulator that allows 10 admin API requests per second per identity. Every instance
+// gets its files, with fewer 429s than instances; the metrics count the 429s for the
+// credentials block and show the pace learned.
+func TestRunPacesUnderQuota(t *testing.T) {
+	w := newWorld(t, time.Hour)
+	w.emu.SetQuota(emulator.Quota{PerSecond: 10})
+	w.extra = `key_rotation = "24h"` // with share_keys: one key, so the API is the bottleneck
+	var names []string
+	for i := range 40 {
+		names = append(names, fmt.Sprintf("q%02d", i))
+	}
+	reg := metrics.NewRegistry()
+	obs := NewMetrics(reg)
+	stop := w.run(NewWithInstances(w.instances(names...), Options{Logger: w.log, Observer: obs}), RunOptions{ShareKeys: true})
+	eventually(t, 60*time.Second, "files for every instance", func() bool {
+		for _, n := range names {
+			if _, err := w.current(n); err != nil {
+				return false
+			}
+		}
+		return true
+	})
+	stop()
+	admitted, throttled := w.emu.QuotaCounts()
+	counted, _ := reg.Counter("dbcert_api_throttled_total", "", "credentials").Value("google:default")
+	pace, ok := reg.Gauge("dbcert_api_pace_requests_per_second", "", "credentials").Value("google:default")
+	t.Logf("admitted %d, throttled %d, pace %.2f/s", admitted, throttled, pace)
+	// A refresh is two calls: both may be refused, and the agent sees one error.
+	if counted < 1 || int(counted) > throttled {
+		t.Errorf("dbcert_api_throttled_total = %v, emulator sent %d 429s", counted, throttled)
+	}
+	if throttled == 0 || !ok || math.IsInf(pace, 1) {
+		t.Errorf("pace %v after %d 429s: the quota was not met or not learned", pace, throttled)
+	}
+	// Unpaced, each of 40 instances meets the quota at least once (and again on its
+	// retries); paced, only the first burst (the in-flight limit, 16) and a few probes do.
+	if throttled >= len(names) {
+		t.Errorf("%d of %d requests answered 429", throttled, admitted+throttled)
 	}
 }

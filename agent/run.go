@@ -266,14 +266,27 @@ func (d *daemon) fetch(ctx context.Context, in *Instance, st *loopState) (*bundl
 		}
 		key = k
 	}
+	return d.fetchPaced(ctx, in, st, key)
+}
+
+// fetchPaced makes one request paced by the identity's limiter and bounded by the
+// in-flight limit.
+func (d *daemon) fetchPaced(ctx context.Context, in *Instance, st *loopState, key crypto.Signer) (*bundle.Bundle, error) {
 	ticket, err := d.pace.acquire(ctx, in.Credentials, in.APICalls, urgent(st, d.a.now()))
+	for err == nil {
+		select {
+		case d.inflight <- struct{}{}:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if !d.pace.stale(ticket) {
+			break
+		}
+		<-d.inflight // the identity was slowed down while this waited: queue again
+		ticket, err = d.pace.acquire(ctx, in.Credentials, in.APICalls, urgent(st, d.a.now()))
+	}
 	if err != nil {
 		return nil, err
-	}
-	select {
-	case d.inflight <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
 	}
 	defer func() { <-d.inflight }()
 	b, err := d.a.fetchWith(ctx, in, key)
