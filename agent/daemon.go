@@ -30,6 +30,7 @@ type daemon struct {
 	newKey   func() (crypto.Signer, error)
 	shared   *sharedKeys // share_keys; nil when off
 	pace     *pacer
+	cas      *caIntern
 	clock    *clockWatch
 	cron     *cron.Cron
 	watcher  *fsnotify.Watcher
@@ -58,7 +59,7 @@ func newDaemon(a *Agent, o RunOptions) (*daemon, error) {
 		shared = newSharedKeys(newRSAKey, keygen)
 	}
 	return &daemon{
-		newKey: newRSAKey, shared: shared, pace: newPacer(o.APIRate, a.now, po),
+		newKey: newRSAKey, shared: shared, pace: newPacer(o.APIRate, a.now, po), cas: newCAIntern(),
 		a: a, o: o,
 		inflight: make(chan struct{}, o.MaxInFlight),
 		keygen:   keygen,

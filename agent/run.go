@@ -114,6 +114,7 @@ func (d *daemon) loop(ctx context.Context, l *loop) {
 	}
 	defer st.keys.close()
 	if cur, err := a.current(in, now); err == nil {
+		d.cas.intern(cur)
 		st.cur = cur
 		st.bucket.setLifetime(cur.Lifetime())
 		st.keys.adopt(cur.Key, cur.Start())
@@ -291,6 +292,9 @@ func (d *daemon) fetchPaced(ctx context.Context, in *Instance, st *loopState, ke
 	defer func() { <-d.inflight }()
 	b, err := d.a.fetchWith(ctx, in, key)
 	d.pace.answer(ticket, err)
+	if err == nil {
+		d.cas.intern(b) // instances with the same CA share one parsed copy
+	}
 	return b, err
 }
 

@@ -3,8 +3,12 @@ package agent
 import (
 	"context"
 	"crypto"
+	"crypto/sha256"
+	"crypto/x509"
+	"runtime"
 	"sync"
 	"time"
+	"weak"
 
 	"github.com/dbcert-agent/dbcert-agent/agent/bundle"
 )
@@ -89,3 +93,51 @@ func (s *sharedKeys) close() {
 
 // newRSAKey is the default key generator: bundle.NewKey as a crypto.Signer.
 func newRSAKey() (crypto.Signer, error) { return bundle.NewKey() }
+
+// caIntern shares parsed CA certificates between instances that get the same CA (every
+// instance of a project with a shared CA, GOOGLE_MANAGED_CAS): one *x509.Certificate
+// per distinct DER, held weakly, so a CA no bundle uses any more is collected and
+// leaves the table. Safe for concurrent use.
+type caIntern struct {
+	mu sync.Mutex
+	m  map[[32]byte]weak.Pointer[x509.Certificate]
+}
+
+func newCAIntern() *caIntern { return &caIntern{m: map[[32]byte]weak.Pointer[x509.Certificate]{}} }
+
+// intern replaces b's CA certificates by the shared copies of the same DER. b may be nil.
+func (c *caIntern) intern(b *bundle.Bundle) {
+	if c == nil || b == nil {
+		return
+	}
+	for i, ca := range b.CAs {
+		b.CAs[i] = c.one(ca)
+	}
+}
+
+func (c *caIntern) one(ca *x509.Certificate) *x509.Certificate {
+	k := sha256.Sum256(ca.Raw)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p := c.m[k].Value(); p != nil {
+		return p
+	}
+	c.m[k] = weak.Make(ca)
+	runtime.AddCleanup(ca, c.forget, k)
+	return ca
+}
+
+// forget drops a collected certificate's entry (unless a new one took its place).
+func (c *caIntern) forget(k [32]byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if wp, ok := c.m[k]; ok && wp.Value() == nil {
+		delete(c.m, k)
+	}
+}
+
+func (c *caIntern) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.m)
+}

@@ -6,10 +6,14 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -142,4 +146,54 @@ func TestSharedKeysAge(t *testing.T) {
 	}
 	s.close()
 	fail.close()
+}
+
+func TestCAIntern(t *testing.T) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, IsCA: true,
+		NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parse := func() *x509.Certificate {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	other := func() *x509.Certificate {
+		d, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key) // new signature
+		c, _ := x509.ParseCertificate(d)
+		return c
+	}
+	c := newCAIntern()
+	a := &bundle.Bundle{CAs: []*x509.Certificate{parse()}}
+	b := &bundle.Bundle{CAs: []*x509.Certificate{parse(), other()}}
+	c.intern(a)
+	c.intern(b)
+	c.intern(nil)
+	if a.CAs[0] != b.CAs[0] {
+		t.Error("the same CA DER parsed twice was not shared")
+	}
+	if b.CAs[1] == a.CAs[0] {
+		t.Error("a different CA was merged")
+	}
+	if c.len() != 2 {
+		t.Errorf("table holds %d entries, want 2", c.len())
+	}
+	// Once no bundle holds them, the entries go.
+	a, b = nil, nil
+	for range 20 {
+		runtime.GC()
+		if c.len() == 0 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := c.len(); n != 0 {
+		t.Errorf("%d entries left after the bundles were dropped", n)
+	}
+	_, _ = a, b
 }
