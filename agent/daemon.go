@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"runtime"
+	"runtime/debug"
 	"sort"
 	"sync"
 	"time"
@@ -139,6 +140,7 @@ func (d *daemon) announceReady(ctx context.Context) {
 			return n.Status(fmt.Sprintf("%d instance(s) with valid files", d.ready.count()))
 		})
 		d.a.log.Info("ready: every instance has valid files")
+		debug.FreeOSMemory() // give back what the start-up burst (keys, TLS, JSON) used
 		select {
 		case <-ctx.Done():
 			return
