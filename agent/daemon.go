@@ -140,7 +140,7 @@ func (d *daemon) announceReady(ctx context.Context) {
 			return n.Status(fmt.Sprintf("%d instance(s) with valid files", d.ready.count()))
 		})
 		d.a.log.Info("ready: every instance has valid files")
-		debug.FreeOSMemory() // give back what the start-up burst (keys, TLS, JSON) used
+		releaseMemory()
 		select {
 		case <-ctx.Done():
 			return
@@ -523,3 +523,7 @@ func (cronLogger) Info(string, ...any) {}
 func (c cronLogger) Error(err error, msg string, kv ...any) {
 	c.log.Error("schedule: "+msg, append(kv, "err", err)...)
 }
+
+// releaseMemory gives back what the start-up burst of refreshes (keys, TLS, JSON) used,
+// once every instance has files.
+func releaseMemory() { debug.FreeOSMemory() }

@@ -42,6 +42,7 @@ func main() {
 	sizes := flag.String("n", "10,100,1000", "instance counts")
 	settle := flag.Duration("settle", 10*time.Second, "wait after the last certificate before reading RSS")
 	quotaN := flag.Int("quota-instances", 500, "instances of the quota run (0: skip it)")
+	modes := flag.String("modes", "proxy,agent,share", "what to run: proxy, agent (default mode), share (share_keys)")
 	flag.Parse()
 	if *agentBin == "" {
 		fmt.Fprintln(os.Stderr, "bench: -agent is required")
@@ -58,12 +59,19 @@ func main() {
 			fail(err)
 		}
 		floor := time.Duration(n) * perKey / time.Duration(runtime.NumCPU())
-		var proxy *result
-		if *proxyBin != "" {
+		var proxy, def, shared *result
+		if *proxyBin != "" && strings.Contains(*modes, "proxy") {
 			proxy = run(runProxy, *proxyBin, n, emulator.Quota{}, *settle, "cloud-sql-proxy")
 		}
-		def := run(runAgent(false), *agentBin, n, emulator.Quota{}, *settle, "dbcert-agent")
-		shared := run(runAgent(true), *agentBin, n, emulator.Quota{}, *settle, "dbcert-agent share_keys")
+		if strings.Contains(*modes, "agent") {
+			def = run(runAgent(false), *agentBin, n, emulator.Quota{}, *settle, "dbcert-agent")
+		}
+		if strings.Contains(*modes, "share") {
+			shared = run(runAgent(true), *agentBin, n, emulator.Quota{}, *settle, "dbcert-agent share_keys")
+		}
+		if def == nil || shared == nil {
+			continue
+		}
 		fmt.Printf("  keygen floor for N=%d: %.2f s; default mode / floor = %.2f\n", n, floor.Seconds(), def.first.Seconds()/floor.Seconds())
 		if proxy != nil {
 			fmt.Printf("  ratios to the proxy: share_keys first %.2f, default first %.2f, RSS %.2f, CPU %.2f (share_keys)\n",
