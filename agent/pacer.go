@@ -35,7 +35,7 @@ const (
 	// paceRecover is how much the rate rises per second of good answers while below the
 	// throughput of the last cut, as a fraction of it; paceProbe above it.
 	paceRecover = 0.05
-	paceProbe   = 0.01
+	paceProbe   = 0.002
 	// paceWindow is how far back the throughput at a throttling answer is measured.
 	paceWindow = 10 * time.Second
 	// paceMinMeasured is the least throughput a throttling answer is taken to mean (a
@@ -44,7 +44,7 @@ const (
 	// paceMin is the lowest rate: one request a minute.
 	paceMin = 1.0 / 60
 	// paceMinStep is the least additive increase, requests per second per second.
-	paceMinStep = 0.1
+	paceMinStep = 0.02
 	// paceForget: after this long without a throttling answer the limiter forgets what
 	// it learned and starts again from api_rate (or unpaced); quotas are per minute.
 	paceForget = 10 * time.Minute

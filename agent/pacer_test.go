@@ -82,8 +82,8 @@ func TestPaceState(t *testing.T) {
 			[]paceStep{{at: ms(950), op: "throttle", admitted: ms(950), wantCut: true, wantWait: -1, wantRate: 9}},
 			goods(9, ms(1000), ms(111)), // one second of good answers at 9/s: +0.05×10
 			[]paceStep{{at: ms(2000), op: "spend", cost: 1, wantWait: -1, wantRate: 9.5}},
-			goods(100, ms(2100), ms(100)), // ten seconds more: up to 10, then +0.01×10 per second
-			[]paceStep{{at: ms(12100), op: "spend", cost: 1, wantWait: -1, wantRate: 10.87}},
+			goods(100, ms(2100), ms(100)), // ten seconds more: up to 10, then +0.002×10 (at least 0.02) per second
+			[]paceStep{{at: ms(12100), op: "spend", cost: 1, wantWait: -1, wantRate: 10.18}},
 		)},
 		{"the pace never rises above api_rate", config.Rate{N: 10, Per: time.Second}, cat(
 			goods(10, 0, ms(100)),
