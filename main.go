@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/dbcert-agent/dbcert-agent/agent"
+	"github.com/dbcert-agent/dbcert-agent/agent/emulator"
 	"github.com/dbcert-agent/dbcert-agent/agent/gcpauth"
 	"github.com/dbcert-agent/dbcert-agent/agent/metrics"
 	"github.com/dbcert-agent/dbcert-agent/agent/sdnotify"
@@ -309,6 +310,8 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	return a.Run(runCtx, agent.RunOptions{
+		APIRate:    cfg.Agent.APIRate,
+		ShareKeys:  cfg.Agent.ShareKeys,
 		ConfigPath: path,
 		Hangup:     hup,
 		Notifier:   notifier,
@@ -411,6 +414,8 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	lifetime := fs.Duration("cert-lifetime", time.Minute, "lifetime of the emulator's client certificates")
 	instances := fs.Int("instances", 2, "how many Cloud SQL instances to emulate and configure")
 	emulatorOnly := fs.Bool("emulator-only", false, "serve the emulator and write the config, but do not run the agent")
+	quotaMin := fs.Int("quota-per-minute", 0, "emulate an admin API quota: requests per minute per identity (429 with Retry-After beyond it)")
+	quotaSec := fs.Int("quota-per-second", 0, "emulate an admin API quota: requests per second per identity")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -419,7 +424,7 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	return agent.Dev(ctx, agent.DevOptions{Dir: *dir, CertLifetime: *lifetime, Logger: log, Out: stdout, Hangup: hup,
-		Instances: *instances, EmulatorOnly: *emulatorOnly})
+		Instances: *instances, EmulatorOnly: *emulatorOnly, Quota: emulator.Quota{PerMinute: *quotaMin, PerSecond: *quotaSec}})
 }
 
 func printVersion(w io.Writer) {

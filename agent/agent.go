@@ -57,6 +57,11 @@ type Instance struct {
 	// the sum of the exec hooks' timeouts (from Spec) and 10 s per signal hook, or 30 s
 	// per hook without a Spec.
 	HookTimeout time.Duration
+	// Credentials names the identity the API counts the instance's requests against
+	// (its credentials block), and APICalls how many requests one refresh makes
+	// (default 1): instances of one identity share a pacer limiter (pacer.go).
+	Credentials string
+	APICalls    int
 	// Err, when set, says why the instance could not be built (for example its
 	// credentials could not be loaded); refreshing it fails with this error.
 	Err error

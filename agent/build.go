@@ -138,6 +138,7 @@ func (b *builder) instance(ci *config.Instance) (*Instance, error) {
 			return nil, err
 		}
 		in.Provider = p
+		in.Credentials, in.APICalls = "google:"+c.Credentials.Name, 2 // connectSettings + generateEphemeralCert
 	case config.TypeAlloyDB:
 		c := ci.AlloyDB
 		client, err := b.googleClient(c.Credentials)
@@ -145,6 +146,7 @@ func (b *builder) instance(ci *config.Instance) (*Instance, error) {
 			in.Err = err
 			return in, nil
 		}
+		in.Credentials, in.APICalls = "google:"+c.Credentials.Name, 1
 		ao := alloydb.Options{
 			Project: c.Project, Location: c.Location, Cluster: c.Cluster,
 			Endpoint: c.APIEndpoint, APIVersion: c.APIVersion, CertDuration: c.CertDuration,
@@ -152,6 +154,7 @@ func (b *builder) instance(ci *config.Instance) (*Instance, error) {
 		}
 		if cn := ci.Connection; cn != nil && cn.Instance != "" {
 			ao.Instance, ao.IPType, ao.NeedHost = cn.Instance, cn.IPType, cn.Host == ""
+			in.APICalls++ // instances.connectionInfo
 		}
 		p, err := alloydb.New(ao)
 		if err != nil {
@@ -165,6 +168,7 @@ func (b *builder) instance(ci *config.Instance) (*Instance, error) {
 			in.Err = err
 			return in, nil
 		}
+		in.Credentials, in.APICalls = "huaweicloud:"+c.Credentials.Name, 1
 		p, err := geminidb.New(geminidb.Options{
 			ProjectID: c.ProjectID, InstanceID: c.InstanceID,
 			Endpoint: c.APIEndpoint, Region: c.Credentials.Region, HTTPClient: client,

@@ -2,10 +2,12 @@ package agent
 
 import (
 	"context"
+	"crypto"
 	"fmt"
 	"path/filepath"
 	"reflect"
 	"runtime"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"sync"
@@ -25,6 +27,10 @@ type daemon struct {
 	o        RunOptions
 	inflight chan struct{}
 	keygen   chan struct{} // bounds concurrent RSA key generation
+	newKey   func() (crypto.Signer, error)
+	shared   *sharedKeys // share_keys; nil when off
+	pace     *pacer
+	cas      *caIntern
 	clock    *clockWatch
 	// clockTick and clockRead drive the clock watch (tests inject them); default a
 	// ticker of clockPeriod and the system's clocks.
@@ -51,10 +57,17 @@ func newDaemon(a *Agent, o RunOptions) (*daemon, error) {
 	if err != nil {
 		return nil, fmt.Errorf("watching sink directories: %w", err)
 	}
+	keygen := make(chan struct{}, runtime.GOMAXPROCS(0))
+	po, _ := a.obs.(paceObserver)
+	var shared *sharedKeys
+	if o.ShareKeys {
+		shared = newSharedKeys(newRSAKey, keygen)
+	}
 	return &daemon{
+		newKey: newRSAKey, shared: shared, pace: newPacer(o.APIRate, a.now, po), cas: newCAIntern(),
 		a: a, o: o,
 		inflight: make(chan struct{}, o.MaxInFlight),
-		keygen:   make(chan struct{}, runtime.GOMAXPROCS(0)),
+		keygen:   keygen,
 		clock:    newClockWatch(),
 		watcher:  w,
 		ready:    a.ready,
@@ -74,6 +87,8 @@ func (d *daemon) notify(f func(Notifier) error) {
 
 func (d *daemon) run(ctx context.Context) error {
 	defer d.watcher.Close()
+	defer d.pace.close()
+	defer d.shared.close()
 	var aux sync.WaitGroup
 	auxCtx, stopAux := context.WithCancel(ctx)
 	defer func() { stopAux(); aux.Wait() }()
@@ -157,6 +172,7 @@ func (d *daemon) announce(ctx context.Context) {
 			} else {
 				d.a.log.Info("ready: every instance has valid files")
 			}
+			releaseMemory()
 		}
 		if line := d.ready.statusLine(now); line != last {
 			last = line
@@ -459,3 +475,7 @@ func (d *daemon) reloadLimit() time.Duration {
 	}
 	return limit + longest
 }
+
+// releaseMemory gives back what the start-up burst of refreshes (keys, TLS, JSON) used,
+// once every instance has files.
+func releaseMemory() { debug.FreeOSMemory() }

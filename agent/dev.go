@@ -29,6 +29,9 @@ type DevOptions struct {
 	// EmulatorOnly writes the config and serves the emulator without running the agent,
 	// so the agent can be run (and measured) as a separate process.
 	EmulatorOnly bool
+	// Quota, when set, makes the emulator enforce a per-identity admin API quota (429
+	// with Retry-After), to watch the agent pace itself; default none.
+	Quota emulator.Quota
 }
 
 // Dev starts the in-process emulator on loopback, writes a service-account key and a
@@ -55,7 +58,7 @@ func Dev(ctx context.Context, o DevOptions) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("dev: %w", err)
 	}
-	emu, err := emulator.New(emulator.Options{CertLifetime: o.CertLifetime})
+	emu, err := emulator.New(emulator.Options{CertLifetime: o.CertLifetime, Quota: o.Quota})
 	if err != nil {
 		return fmt.Errorf("dev: starting the emulator: %w", err)
 	}
@@ -108,7 +111,8 @@ func Dev(ctx context.Context, o DevOptions) error {
 Certificates live %s; the daemon renews each when about a third of its lifetime is
 left, so expect a rotation every %s or so. Ctrl-C to stop.
 `, emu.URL(), cfgPath, filepath.Join(dir, "out"), filepath.Join(dir, "hooks.log"), o.CertLifetime, (o.CertLifetime * 2 / 3).Round(time.Second))
-	return a.Run(ctx, RunOptions{ConfigPath: cfgPath, Reload: reload, Hangup: o.Hangup})
+	return a.Run(ctx, RunOptions{ConfigPath: cfgPath, Reload: reload, Hangup: o.Hangup,
+		APIRate: cfg.Agent.APIRate, ShareKeys: cfg.Agent.ShareKeys})
 }
 
 // The emulated Huawei Cloud account of dev (loopback only; not a real secret).

@@ -42,6 +42,11 @@ type RunOptions struct {
 	// than this plus a margin, in its hooks longer than their timeouts plus a margin,
 	// or in a write longer than a minute, stops the pings (see README, watchdog).
 	FetchTimeout time.Duration
+	// APIRate is a known API quota per credentials block (api_rate); the zero value
+	// starts unpaced (see pacer.go). ShareKeys makes instances with a key_rotation
+	// duration share one key (share_keys; see sharedkeys.go).
+	APIRate   config.Rate
+	ShareKeys bool
 }
 
 // Observer is told what the daemon does, for metrics and readiness. Methods must be
@@ -121,9 +126,14 @@ func (d *daemon) loop(ctx context.Context, l *loop) {
 	log := a.log.With("instance", in.Name)
 	now := a.now()
 	st := &loopState{jitter: a.rand(), bucket: newBucket(now), keys: newKeySource(in.Renewal.KeyMaxAge, d.keygen), hb: l.hb}
+	st.keys.gen = d.newKey
+	if d.shared != nil && in.Renewal.KeyMaxAge > 0 {
+		st.keys.shared = d.shared
+	}
 	l.hb.busy("reading files on disk", writeAllowance)
 	defer st.keys.close()
 	if cur, err := a.current(in, now); err == nil {
+		d.cas.intern(cur)
 		st.cur = cur
 		d.checkRenewBefore(in, st, cur, log)
 		st.bucket.setLifetime(cur.Lifetime())
@@ -295,18 +305,39 @@ func (d *daemon) fetch(ctx context.Context, in *Instance, st *loopState) (*bundl
 		}
 		key = k
 	}
-	select {
-	case d.inflight <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	return d.fetchPaced(ctx, in, st, key)
+}
+
+// fetchPaced makes one request paced by the identity's limiter and bounded by the
+// in-flight limit.
+func (d *daemon) fetchPaced(ctx context.Context, in *Instance, st *loopState, key crypto.Signer) (*bundle.Bundle, error) {
+	ticket, err := d.pace.acquire(ctx, in.Credentials, in.APICalls, urgent(st, d.a.now()))
+	for err == nil {
+		select {
+		case d.inflight <- struct{}{}:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if !d.pace.stale(ticket) {
+			break
+		}
+		<-d.inflight // the identity was slowed down while this waited: queue again
+		ticket, err = d.pace.acquire(ctx, in.Credentials, in.APICalls, urgent(st, d.a.now()))
+	}
+	if err != nil {
+		return nil, err
 	}
 	defer func() { <-d.inflight }()
 	st.hb.busy("fetching from the API", d.fetchLimit())
 	fctx, cancel := context.WithTimeoutCause(ctx, d.o.FetchTimeout, fmt.Errorf("the API did not answer within %s", d.o.FetchTimeout))
 	defer cancel()
 	b, err := d.a.fetchWith(fctx, in, key)
+	d.pace.answer(ticket, err)
 	if err != nil && fctx.Err() != nil && ctx.Err() == nil {
 		return nil, retryableError{fmt.Errorf("%w (%w)", context.Cause(fctx), err)}
+	}
+	if err == nil {
+		d.cas.intern(b) // instances with the same CA share one parsed copy
 	}
 	return b, err
 }
@@ -457,6 +488,8 @@ type keySource struct {
 	wg      sync.WaitGroup
 	cur     crypto.Signer // the key in use, for reuse
 	born    time.Time
+	gen     func() (crypto.Signer, error) // default bundle.NewKey
+	shared  *sharedKeys                   // share_keys: the agent-wide key instead
 }
 
 type keyResult struct {
@@ -476,15 +509,19 @@ func (k *keySource) reusable(now time.Time) bool {
 // prepare starts generating the next key in the background, unless one is already
 // pending or the current key will be reused.
 func (k *keySource) prepare(now time.Time) {
-	if k.pending || k.reusable(now) {
+	if k.pending || k.reusable(now) || k.shared != nil {
 		return
+	}
+	gen := k.gen
+	if gen == nil {
+		gen = newRSAKey
 	}
 	k.pending = true
 	k.wg.Add(1)
 	go func() {
 		defer k.wg.Done()
 		k.sem <- struct{}{}
-		key, err := bundle.NewKey()
+		key, err := gen()
 		<-k.sem
 		k.ch <- keyResult{key, err}
 	}()
@@ -497,6 +534,13 @@ func (k *keySource) adopt(key crypto.Signer, born time.Time) {
 
 // get returns the key for the next certificate.
 func (k *keySource) get(ctx context.Context, now time.Time) (crypto.Signer, error) {
+	if k.shared != nil {
+		key, born, err := k.shared.get(ctx, now, k.maxAge)
+		if err == nil {
+			k.cur, k.born = key, born
+		}
+		return key, err
+	}
 	if k.reusable(now) {
 		return k.cur, nil
 	}

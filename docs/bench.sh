@@ -9,6 +9,9 @@
 # round (until every instance has valid files) and for IDLE_SECONDS idle afterwards
 # (default 600 = ten minutes; certificates live 1 h, so nothing is due while idle), plus
 # the number of context switches while idle as a proxy for wake-ups.
+#
+# For the comparison with the Cloud SQL Auth Proxy and the run under an emulated API
+# quota, see docs/bench (go run ./docs/bench -h) and README's Performance section.
 set -euo pipefail
 n=${1:-1000}
 idle=${2:-600}

@@ -39,6 +39,9 @@ type Options struct {
 	// locally regardless (reference §1.5, pitfall 8), and so must the agent: tests of
 	// that clamp use this mode so the emulator does not do the agent's job for it.
 	NoLoginTokenClamp bool
+	// Quota, when set, limits each identity's admin API requests (see Quota); default
+	// none. SetQuota changes it later.
+	Quota Quota
 }
 
 // Request is one request the emulator received.
@@ -73,6 +76,7 @@ type Emulator struct {
 	opFail    *OpFailure
 	alloy     alloyState  // alloydb.go
 	huawei    huaweiState // huawei.go (IAM tokens, GeminiDB)
+	quota     quotaState  // quota.go (own lock)
 }
 
 // New makes an Emulator and its client-certificate CA. It does not listen; call Start,
@@ -92,6 +96,7 @@ func New(opts Options) (*Emulator, error) {
 		return nil, fmt.Errorf("emulator: %w", err)
 	}
 	return &Emulator{
+		quota:     quotaState{q: opts.Quota, buckets: map[string]*quotaBuckets{}},
 		opts:      opts,
 		clientCA:  clientCA,
 		auth:      newAuthState(),
@@ -213,6 +218,9 @@ func (e *Emulator) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if f != nil && f.Mutate != nil {
 		serveMutated(w, r, f, e.route)
+		return
+	}
+	if e.checkQuota(w, r) {
 		return
 	}
 	e.route(w, r)

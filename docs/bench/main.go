@@ -1,0 +1,325 @@
+// Command bench compares dbcert-agent with the Cloud SQL Auth Proxy on the emulator:
+// for N Cloud SQL instances, the time until the emulator has issued N client
+// certificates, the CPU seconds and RSS of each process, and the API calls made; then,
+// under an emulated quota, the time until every instance has a certificate and how
+// many requests were answered 429. It is a benchmark, not a test: numbers depend on the
+// machine and on what else runs on it.
+//
+//	go run ./docs/bench -agent ./dbcert-agent -proxy $(go env GOPATH)/bin/cloud-sql-proxy
+//
+// The emulator runs in this process; the agent and the proxy run as child processes
+// and are measured from /proc. The proxy fetches a certificate only when a client
+// connects, so the bench connects once to each of its listeners (the instances'
+// addresses are 127.0.0.1:3307, where nothing listens: the connection fails after the
+// certificate was issued, which is all that is measured).
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dbcert-agent/dbcert-agent/agent/emulator"
+)
+
+const project = "bench-proj"
+
+func main() {
+	agentBin := flag.String("agent", "", "dbcert-agent binary (required)")
+	proxyBin := flag.String("proxy", "", "cloud-sql-proxy binary (optional: without it only the agent is measured)")
+	sizes := flag.String("n", "10,100,1000", "instance counts")
+	settle := flag.Duration("settle", 10*time.Second, "wait after the last certificate before reading RSS")
+	quotaN := flag.Int("quota-instances", 500, "instances of the quota run (0: skip it)")
+	modes := flag.String("modes", "proxy,agent,share", "what to run: proxy, agent (default mode), share (share_keys)")
+	flag.Parse()
+	if *agentBin == "" {
+		fmt.Fprintln(os.Stderr, "bench: -agent is required")
+		os.Exit(2)
+	}
+	fmt.Printf("machine: %d CPUs, %s; Go %s\n", runtime.NumCPU(), cpuModel(), runtime.Version())
+	perKey := keygenTime(20)
+	fmt.Printf("RSA-2048 key generation: %v per key on one core\n\n", perKey.Round(time.Millisecond))
+
+	fmt.Printf("%-28s %6s %10s %8s %9s %9s %8s\n", "run", "N", "first (s)", "CPU (s)", "RSS (MB)", "API calls", "429s")
+	for _, f := range strings.Split(*sizes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil {
+			fail(err)
+		}
+		floor := time.Duration(n) * perKey / time.Duration(runtime.NumCPU())
+		var proxy, def, shared *result
+		if *proxyBin != "" && strings.Contains(*modes, "proxy") {
+			proxy = run(runProxy, *proxyBin, n, emulator.Quota{}, *settle, "cloud-sql-proxy")
+		}
+		if strings.Contains(*modes, "agent") {
+			def = run(runAgent(false), *agentBin, n, emulator.Quota{}, *settle, "dbcert-agent")
+		}
+		if strings.Contains(*modes, "share") {
+			shared = run(runAgent(true), *agentBin, n, emulator.Quota{}, *settle, "dbcert-agent share_keys")
+		}
+		if def == nil || shared == nil {
+			continue
+		}
+		fmt.Printf("  keygen floor for N=%d: %.2f s; default mode / floor = %.2f\n", n, floor.Seconds(), def.first.Seconds()/floor.Seconds())
+		if proxy != nil {
+			fmt.Printf("  ratios to the proxy: share_keys first %.2f, default first %.2f, RSS %.2f, CPU %.2f (share_keys)\n",
+				shared.first.Seconds()/proxy.first.Seconds(), def.first.Seconds()/proxy.first.Seconds(),
+				shared.rss/proxy.rss, shared.cpu/proxy.cpu)
+		}
+	}
+	if *quotaN > 0 {
+		q := emulator.Quota{PerMinute: 600, PerSecond: 10}
+		fmt.Printf("\nquota 600/min and 10/s per identity, %d instances (floor: %d calls at 10/s = %d s)\n", *quotaN, 2**quotaN, 2**quotaN/10)
+		if *proxyBin != "" {
+			run(runProxy, *proxyBin, *quotaN, q, 0, "cloud-sql-proxy (quota)")
+		}
+		run(runAgent(true), *agentBin, *quotaN, q, 0, "dbcert-agent share_keys (quota)")
+		run(runAgent(false), *agentBin, *quotaN, q, 0, "dbcert-agent (quota)")
+	}
+}
+
+type result struct {
+	first    time.Duration
+	cpu, rss float64
+	calls    int
+}
+
+// runner starts the measured process for n instances of e and makes it fetch; it
+// returns the process.
+type runner func(ctx context.Context, bin, dir string, e *emulator.Emulator, names []string) (*exec.Cmd, error)
+
+func run(r runner, bin string, n int, q emulator.Quota, settle time.Duration, label string) *result {
+	dir, err := os.MkdirTemp("", "bench")
+	if err != nil {
+		fail(err)
+	}
+	defer os.RemoveAll(dir)
+	e, err := emulator.New(emulator.Options{CertLifetime: time.Hour, Quota: q})
+	if err != nil {
+		fail(err)
+	}
+	if err := e.Start(""); err != nil {
+		fail(err)
+	}
+	defer e.Close()
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("db%04d", i)
+		e.AddCloudSQLInstance(project, names[i], emulator.CloudSQLInstance{})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	start := time.Now()
+	cmd, err := r(ctx, bin, dir, e, names)
+	if err != nil {
+		fail(fmt.Errorf("%s: %w", label, err))
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	defer func() { _ = cmd.Process.Kill(); <-exited }()
+	deadline := start.Add(15 * time.Minute)
+	for e.Issued() < n {
+		select {
+		case <-exited:
+			log, _ := os.ReadFile(filepath.Join(dir, "agent.log"))
+			fail(fmt.Errorf("%s exited early: %s", label, log))
+		default:
+		}
+		if time.Now().After(deadline) {
+			fail(fmt.Errorf("%s: only %d of %d certificates after 15 minutes", label, e.Issued(), n))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	res := &result{first: time.Since(start)}
+	res.calls = apiCalls(e)
+	res.cpu = cpuSeconds(cmd.Process.Pid)
+	time.Sleep(settle)
+	res.rss = rssMB(cmd.Process.Pid)
+	_, throttled := e.QuotaCounts()
+	fmt.Printf("%-28s %6d %10.2f %8.2f %9.1f %9d %8d\n", label, n, res.first.Seconds(), res.cpu, res.rss, res.calls, throttled)
+	return res
+}
+
+// apiCalls counts the admin API requests (not the token endpoint).
+func apiCalls(e *emulator.Emulator) int {
+	n := 0
+	for _, r := range e.Requests() {
+		if strings.HasPrefix(r.Path, "/sql/") || strings.HasPrefix(r.Path, "/v1/") {
+			n++
+		}
+	}
+	return n
+}
+
+func saFile(e *emulator.Emulator, dir string) (string, error) {
+	js, err := e.ServiceAccountJSON("bench@" + project + ".iam.gserviceaccount.com")
+	if err != nil {
+		return "", err
+	}
+	p := filepath.Join(dir, "sa.json")
+	return p, os.WriteFile(p, js, 0o600)
+}
+
+func runAgent(share bool) runner {
+	return func(ctx context.Context, bin, dir string, e *emulator.Emulator, names []string) (*exec.Cmd, error) {
+		sa, err := saFile(e, dir)
+		if err != nil {
+			return nil, err
+		}
+		var b strings.Builder
+		fmt.Fprintf(&b, "agent {\n  log_level = \"warn\"\n  share_keys = %v\n}\n", share)
+		fmt.Fprintf(&b, "credentials \"google\" \"bench\" {\n  credentials_file = %q\n}\n", sa)
+		rot := ""
+		if share {
+			rot = "key_rotation = \"24h\"\n  "
+		}
+		for _, n := range names {
+			fmt.Fprintf(&b, "instance \"cloudsql\" %q {\n  project = %q\n  instance = %q\n  credentials = \"bench\"\n  api_endpoint = %q\n  %ssink \"file\" { dir = %q }\n}\n",
+				n, project, n, e.URL(), rot, filepath.Join(dir, "out", n))
+		}
+		cfg := filepath.Join(dir, "agent.hcl")
+		if err := os.WriteFile(cfg, []byte(b.String()), 0o600); err != nil {
+			return nil, err
+		}
+		cmd := exec.CommandContext(ctx, bin, "run", "-config", cfg)
+		cmd.Stderr = logFile(dir, "agent.log")
+		return cmd, cmd.Start()
+	}
+}
+
+func runProxy(ctx context.Context, bin, dir string, e *emulator.Emulator, names []string) (*exec.Cmd, error) {
+	sa, err := saFile(e, dir)
+	if err != nil {
+		return nil, err
+	}
+	port := 21000
+	args := []string{"--sqladmin-api-endpoint", e.URL(), "--credentials-file", sa, "--address", "127.0.0.1",
+		"--port", strconv.Itoa(port), "--max-sigterm-delay", "0s"}
+	for _, n := range names {
+		args = append(args, project+":us-central1:"+n)
+	}
+	cmd := exec.CommandContext(ctx, bin, args...)
+	out := logFile(dir, "proxy.log")
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = pw, pw
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	pw.Close()
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(pr)
+		once := sync.Once{}
+		for sc.Scan() {
+			fmt.Fprintln(out, sc.Text())
+			if strings.Contains(sc.Text(), "ready for new connections") {
+				once.Do(func() { close(ready) })
+			}
+		}
+	}()
+	select {
+	case <-ready:
+	case <-time.After(2 * time.Minute):
+		return cmd, fmt.Errorf("the proxy did not get ready (see %s)", filepath.Join(dir, "proxy.log"))
+	}
+	// One client connection per listener, kept going until every certificate is issued
+	// (a connection refused by a 429 is tried again, like an application would).
+	go func() {
+		for e.Issued() < len(names) && ctx.Err() == nil {
+			var wg sync.WaitGroup
+			sem := make(chan struct{}, 64)
+			for i := range names {
+				wg.Add(1)
+				sem <- struct{}{}
+				go func() {
+					defer wg.Done()
+					defer func() { <-sem }()
+					c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port+i), 5*time.Second)
+					if err == nil {
+						_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+						buf := make([]byte, 1)
+						_, _ = c.Read(buf) // the proxy closes it when its dial fails
+						c.Close()
+					}
+				}()
+			}
+			wg.Wait()
+			time.Sleep(2 * time.Second)
+		}
+	}()
+	return cmd, nil
+}
+
+func logFile(dir, name string) *os.File {
+	f, err := os.Create(filepath.Join(dir, name))
+	if err != nil {
+		fail(err)
+	}
+	return f
+}
+
+func keygenTime(n int) time.Duration {
+	start := time.Now()
+	for range n {
+		if _, err := rsa.GenerateKey(rand.Reader, 2048); err != nil {
+			fail(err)
+		}
+	}
+	return time.Since(start) / time.Duration(n)
+}
+
+func cpuModel() string {
+	data, _ := os.ReadFile("/proc/cpuinfo")
+	for _, l := range strings.Split(string(data), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown CPU"
+}
+
+func cpuSeconds(pid int) float64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(data)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	ut, _ := strconv.ParseFloat(fields[11], 64)
+	st, _ := strconv.ParseFloat(fields[12], 64)
+	return (ut + st) / 100 // USER_HZ is 100 on Linux
+}
+
+func rssMB(pid int) float64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(l, "VmRSS:") {
+			kb, _ := strconv.ParseFloat(strings.Fields(l)[1], 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "bench:", err)
+	os.Exit(1)
+}
