@@ -239,8 +239,10 @@ func checkAgentContainer(t *testing.T, m manifests, where string, spec corev1.Po
 		t.Errorf("%s: the sink volume %s is not an in-memory emptyDir: %+v", where, sink.Name, v.VolumeSource)
 	}
 	// The files' group is the pod's fsGroup, the key readable by that group only.
-	if spec.SecurityContext.FSGroup == nil || hclString(t, hcl, "group") != strconv.FormatInt(*spec.SecurityContext.FSGroup, 10) {
-		t.Errorf("%s: the sink's group %q is not the pod's fsGroup %v", where, hclString(t, hcl, "group"), spec.SecurityContext.FSGroup)
+	if fsGroup := spec.SecurityContext.FSGroup; fsGroup == nil {
+		t.Errorf("%s: the pod sets no fsGroup", where)
+	} else if group := hclString(t, hcl, "group"); group != strconv.FormatInt(*fsGroup, 10) {
+		t.Errorf("%s: the sink's group %q is not the pod's fsGroup %d", where, group, *fsGroup)
 	}
 	if mode := hclString(t, hcl, "mode"); mode != "0640" {
 		t.Errorf("%s: the sink's key mode %s, want 0640", where, mode)
