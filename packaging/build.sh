@@ -121,7 +121,7 @@ if [ "$mode" = image ]; then
 	install -m 0644 packaging/container/passwd packaging/container/group "$ctx/"
 	chmod 0755 "$ctx/dbcert-agent"
 	echo "==> $engine build $image"
-	args=(build --file packaging/container/Containerfile --tag "$image" --arch "$goarch"
+	args=(build --file packaging/container/Containerfile --tag "$image" --platform "linux/$goarch"
 		--build-arg "VERSION=$VERSION" --build-arg "COMMIT=$COMMIT" --iidfile "$out/image.id")
 	if [ "$engine" = podman ] && [ -n "${SOURCE_DATE_EPOCH:-}" ]; then
 		args+=(--timestamp "$SOURCE_DATE_EPOCH")
