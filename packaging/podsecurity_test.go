@@ -4,13 +4,17 @@ import (
 	"bytes"
 	"crypto/tls"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/dbcert-agent/dbcert-agent/agent/emulator"
 )
@@ -96,7 +100,8 @@ func TestPodSecurityContext(t *testing.T) {
 		t.Fatal(err)
 	}
 	sinkDir := p("shared/orders")
-	write("config/agent.hcl", []byte(fmt.Sprintf(`
+	agentHCL := func(agentBlock, dir string) []byte {
+		return []byte(fmt.Sprintf(`%s
 credentials "google" "default" {
   credentials_file = %q
 }
@@ -110,23 +115,32 @@ instance "cloudsql" "orders" {
     mode  = "0640"
   }
 }
-`, p("secret/sa.json"), emu.URL(), sinkDir, fsGroup)), 0o644, 0)
+`, agentBlock, p("secret/sa.json"), emu.URL(), dir, fsGroup))
+	}
+	write("config/agent.hcl", agentHCL("", sinkDir), 0o644, 0)
+	port := freePort(t)
+	write("config/daemon.hcl", agentHCL(fmt.Sprintf("agent {\n  listen = \"127.0.0.1:%d\"\n}", port), p("shared/daemon")), 0o644, 0)
 
-	// Everything read-only but the shared volume; /dev/shm too (the pod has none).
-	script := `set -e
+	// jailed runs the agent with args: everything read-only but the shared volume,
+	// /dev/shm too (the pod has none).
+	jailed := func(config string, args ...string) *exec.Cmd {
+		script := `set -e
 mount --bind "$SHARED" "$SHARED"
 mount -o remount,bind,ro /
 if mountpoint -q /dev/shm; then mount -o remount,bind,ro /dev/shm; fi
 cd "$WORK"
 exec "$@"`
-	cmd := exec.Command(unshare, "--mount", "--propagation", "private", "/bin/sh", "-c", script, "sh",
-		setpriv, "--reuid", strconv.Itoa(imageUID), "--regid", strconv.Itoa(imageUID), "--groups", strconv.Itoa(fsGroup),
-		"--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--",
-		p("image/dbcert-agent"), "once", "-timeout", "1m")
-	cmd.Env = []string{
-		"SHARED=" + p("shared"), "WORK=" + p("work"), "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
-		"HOME=/nonexistent", "DBCERT_AGENT_CONFIG=" + p("config/agent.hcl"),
+		cmd := exec.Command(unshare, append([]string{"--mount", "--propagation", "private", "/bin/sh", "-c", script, "sh",
+			setpriv, "--reuid", strconv.Itoa(imageUID), "--regid", strconv.Itoa(imageUID), "--groups", strconv.Itoa(fsGroup),
+			"--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--",
+			p("image/dbcert-agent")}, args...)...)
+		cmd.Env = []string{
+			"SHARED=" + p("shared"), "WORK=" + p("work"), "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+			"HOME=/nonexistent", "DBCERT_AGENT_CONFIG=" + p(config),
+		}
+		return cmd
 	}
+	cmd := jailed("config/agent.hcl", "once", "-timeout", "1m")
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -139,7 +153,7 @@ exec "$@"`
 
 	// The agent wrote only its sink directory, and left nothing in the others.
 	for _, d := range []string{"image", "config", "secret", "work"} {
-		if entries, _ := os.ReadDir(p(d)); len(entries) != map[string]int{"image": 1, "config": 1, "secret": 1}[d] {
+		if entries, _ := os.ReadDir(p(d)); len(entries) != map[string]int{"image": 1, "config": 2, "secret": 1}[d] {
 			t.Errorf("%s holds %d entries after the run, want only what the test put there", d, len(entries))
 		}
 	}
@@ -151,6 +165,59 @@ exec "$@"`
 			t.Errorf("%s: %s, want %s", name, got, want)
 		}
 	}
+
+	// The daemon under the same conditions: "run" writes its own sink, serves /readyz,
+	// and stops cleanly on SIGTERM, with nothing written anywhere else either.
+	t.Run("run", func(t *testing.T) {
+		daemon := jailed("config/daemon.hcl", "run")
+		var out lockedBuffer
+		daemon.Stdout, daemon.Stderr = &out, &out
+		if err := daemon.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- daemon.Wait() }()
+		ready := false
+		for deadline := time.Now().Add(time.Minute); !ready && time.Now().Before(deadline); {
+			select {
+			case err := <-done:
+				t.Fatalf("dbcert-agent run exited before it was ready: %v\n%s", err, out.String())
+			case <-time.After(100 * time.Millisecond):
+			}
+			if resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", port)); err == nil {
+				ready = resp.StatusCode == http.StatusOK
+				resp.Body.Close()
+			}
+		}
+		// unshare, sh and setpriv exec: the process started is the agent.
+		daemon.Process.Signal(syscall.SIGTERM)
+		err := <-done
+		if !ready {
+			t.Fatalf("dbcert-agent run: /readyz never answered 200 within a minute:\n%s", out.String())
+		}
+		if err != nil {
+			t.Errorf("dbcert-agent run did not stop cleanly on SIGTERM: %v\n%s", err, out.String())
+		}
+		if strings.Contains(strings.ToLower(out.String()), "read-only file system") {
+			t.Errorf("the daemon tried to write outside its sink directory:\n%s", out.String())
+		}
+		var names []string
+		entries, _ := os.ReadDir(p("shared"))
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		if strings.Join(names, " ") != "daemon orders" {
+			t.Errorf("the shared volume holds %v, want the sink directories daemon and orders", names)
+		}
+		for _, d := range []string{"image", "config", "secret", "work"} {
+			if entries, _ := os.ReadDir(p(d)); len(entries) != map[string]int{"image": 1, "config": 2, "secret": 1}[d] {
+				t.Errorf("%s holds %d entries after the daemon ran, want only what the test put there", d, len(entries))
+			}
+		}
+		if got := fileOwner(t, p("shared/daemon/key.pem")); got != "-rw-r----- 65532:61000" {
+			t.Errorf("the daemon's key.pem: %s, want -rw-r----- 65532:61000", got)
+		}
+	})
 
 	// The clients: setpriv'd cat, as pgbouncer's container user would read the files.
 	read := func(uid int, groups string, name string) ([]byte, error) {
@@ -188,6 +255,35 @@ exec "$@"`
 	} else if !strings.Contains(err.Error(), "Permission denied") {
 		t.Errorf("uid %d reading key.pem failed for another reason than permissions: %v", outsiderUID, err)
 	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for a process's output and a reader at once.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }
 
 // fileOwner is "mode uid:gid" of the file path points at.
