@@ -3,9 +3,15 @@
 # toolchain (nfpm is built from the Go module proxy; no dpkg or rpm tools needed).
 #
 #   bash packaging/build.sh [OUTDIR]                   (default OUTDIR: dist)
+#   bash packaging/build.sh image [OUTDIR]             the container image instead
 #
 # Writes OUTDIR/linux_<arch>/dbcert-agent (static, -trimpath) and
 # OUTDIR/dbcert-agent_<version>-1_<arch>.deb and OUTDIR/dbcert-agent-<version>-1.<arch>.rpm.
+#
+# "image" builds packaging/container/Containerfile with podman (or docker when there is
+# no podman): the same binary (plus the timetzdata build tag, as the image has no
+# zoneinfo) in OUTDIR/image/, the host's CA bundle, and a passwd entry for uid 65532.
+# It tags the image IMAGE and writes its ID to OUTDIR/image.id.
 #
 # Environment, all optional:
 #   VERSION            version of the binary and the packages. Default from git: X.Y.Z
@@ -16,10 +22,21 @@
 #   COMMIT             commit printed by "dbcert-agent version" [git rev-parse HEAD]
 #   GOARCH             target architecture [go env GOARCH]
 #   MAINTAINER         the packages' maintainer field
-#   SOURCE_DATE_EPOCH  timestamp of the files in the packages [HEAD's commit time]
+#   SOURCE_DATE_EPOCH  timestamp of the files in the packages and of the image
+#                      [HEAD's commit time]
+#   IMAGE              image name and tag [localhost/dbcert-agent:VERSION, with + and ~
+#                      turned into - as tags allow neither]
+#   CA_BUNDLE          PEM CA bundle put into the image [/etc/ssl/certs/ca-certificates.crt]
 #
 # Exit status 3: nfpm could not be built (no access to the Go module proxy).
+# Exit status 4: "image" found neither podman nor docker.
 set -euo pipefail
+
+mode=packages
+if [ "${1:-}" = image ]; then
+	mode=image
+	shift
+fi
 
 # Pinned: nfpm v2.46 and later need modules that proxy.golang.org does not serve.
 NFPM_MODULE=github.com/goreleaser/nfpm/v2/cmd/nfpm
@@ -67,11 +84,55 @@ fi
 [ -n "${SOURCE_DATE_EPOCH:-}" ] && export SOURCE_DATE_EPOCH
 
 goarch=$(go env GOARCH)
+
+# build_binary DEST [GO BUILD FLAGS...]: the static binary, version and commit stamped.
+build_binary() {
+	local dest=$1
+	shift
+	echo "==> dbcert-agent $VERSION (commit $COMMIT) for linux/$goarch"
+	CGO_ENABLED=0 GOOS=linux GOARCH=$goarch go build -trimpath "$@" \
+		-ldflags "-s -w -X main.version=$VERSION -X main.commit=$COMMIT" \
+		-o "$dest" .
+}
+
+if [ "$mode" = image ]; then
+	engine=""
+	for e in podman docker; do
+		if command -v "$e" >/dev/null 2>&1; then
+			engine=$e
+			break
+		fi
+	done
+	if [ -z "$engine" ]; then
+		echo "build.sh: image: neither podman nor docker is installed" >&2
+		exit 4
+	fi
+	ca=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
+	if ! [ -s "$ca" ]; then
+		echo "build.sh: image: no CA bundle at $ca (install ca-certificates or set CA_BUNDLE)" >&2
+		exit 2
+	fi
+	image=${IMAGE:-localhost/dbcert-agent:${VERSION//[+~]/-}}
+	ctx="$out/image"
+	rm -rf "$ctx"
+	mkdir -p "$ctx"
+	build_binary "$ctx/dbcert-agent" -tags timetzdata
+	install -m 0644 "$ca" "$ctx/ca-certificates.crt"
+	install -m 0644 packaging/container/passwd packaging/container/group "$ctx/"
+	chmod 0755 "$ctx/dbcert-agent"
+	echo "==> $engine build $image"
+	args=(build --file packaging/container/Containerfile --tag "$image" --platform "linux/$goarch"
+		--build-arg "VERSION=$VERSION" --build-arg "COMMIT=$COMMIT" --iidfile "$out/image.id")
+	if [ "$engine" = podman ] && [ -n "${SOURCE_DATE_EPOCH:-}" ]; then
+		args+=(--timestamp "$SOURCE_DATE_EPOCH")
+	fi
+	"$engine" "${args[@]}" "$ctx"
+	echo "==> $image $(cat "$out/image.id")"
+	exit 0
+fi
+
 bin="$out/linux_$goarch/dbcert-agent"
-echo "==> dbcert-agent $VERSION (commit $COMMIT) for linux/$goarch"
-CGO_ENABLED=0 GOOS=linux GOARCH=$goarch go build -trimpath \
-	-ldflags "-s -w -X main.version=$VERSION -X main.commit=$COMMIT" \
-	-o "$bin" .
+build_binary "$bin"
 
 tools=$(mktemp -d)
 trap 'rm -rf "$tools"' EXIT

@@ -406,8 +406,8 @@ func TestPackages(t *testing.T) {
 		if conffiles := run(t, exec.Command(dpkgDeb, "-I", p.deb, "conffiles")); strings.TrimSpace(conffiles) != "/etc/dbcert-agent/agent.hcl" {
 			t.Errorf("conffiles = %q, want /etc/dbcert-agent/agent.hcl", conffiles)
 		}
-		fields := run(t, exec.Command(dpkgDeb, "-f", p.deb, "Package", "Version", "Architecture"))
-		want := "Package: dbcert-agent\nVersion: " + testVersion + "-1\nArchitecture: " + debArch(runtime.GOARCH) + "\n"
+		fields := run(t, exec.Command(dpkgDeb, "-f", p.deb, "Package", "Version", "Architecture", "License"))
+		want := "Package: dbcert-agent\nVersion: " + testVersion + "-1\nArchitecture: " + debArch(runtime.GOARCH) + "\nLicense: Apache-2.0\n"
 		if fields != want {
 			t.Errorf("dpkg-deb -f:\n%s\nwant:\n%s", fields, want)
 		}
@@ -415,8 +415,8 @@ func TestPackages(t *testing.T) {
 
 	t.Run("rpm", func(t *testing.T) {
 		rpm := lookPath(t, "rpm")
-		got := run(t, exec.Command(rpm, "-qp", "--qf", `%{NAME} %{VERSION} %{RELEASE} %{ARCH}\n`, p.rpm))
-		if want := "dbcert-agent " + testVersion + " 1 " + rpmArch(runtime.GOARCH) + "\n"; got != want {
+		got := run(t, exec.Command(rpm, "-qp", "--qf", `%{NAME} %{VERSION} %{RELEASE} %{ARCH} %{LICENSE}\n`, p.rpm))
+		if want := "dbcert-agent " + testVersion + " 1 " + rpmArch(runtime.GOARCH) + " Apache-2.0\n"; got != want {
 			t.Errorf("rpm header: %q, want %q", got, want)
 		}
 		files := run(t, exec.Command(rpm, "-qp", "--qf", `[%{FILEFLAGS:fflags} %{FILEMODES:perms} %{FILEUSERNAME} %{FILENAMES}\n]`, p.rpm))
