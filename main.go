@@ -357,7 +357,14 @@ func cmdVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	return verify.Run(ctx, cfg, names, *timeout, stdout)
+	open := func(ci *config.Instance, cs config.FileSink) (verify.Sink, error) {
+		f, err := agent.OpenFileSink(ci, cs)
+		if err != nil {
+			return nil, err
+		}
+		return f, nil
+	}
+	return verify.Run(ctx, cfg, names, open, *timeout, stdout)
 }
 
 func cmdValidate(args []string, stdout, stderr io.Writer) error {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dbcert-agent/dbcert-agent/agent/bundle"
 	"github.com/dbcert-agent/dbcert-agent/config"
 	"github.com/dbcert-agent/dbcert-agent/sinks"
 )
@@ -33,7 +34,15 @@ type Planned struct {
 // host, else the one the agent stored with the files; the port the block's, else the
 // engine's default. The engine comes from the stored API engine name (Cloud SQL
 // databaseVersion), else from the port (3306: MySQL), else PostgreSQL.
-func Targets(cfg *config.Config, names []string) ([]Planned, error) {
+//
+// open opens a sink with the options the agent writes it with (agent.OpenFileSink); nil
+// opens it with its directory and layout alone.
+func Targets(cfg *config.Config, names []string, open OpenFunc) ([]Planned, error) {
+	if open == nil {
+		open = func(_ *config.Instance, cs config.FileSink) (Sink, error) {
+			return sinks.NewFile(sinks.FileOptions{Dir: cs.Dir, Layout: cs.Layout})
+		}
+	}
 	for _, n := range names {
 		i := slices.IndexFunc(cfg.Instances, func(in *config.Instance) bool { return in.Name == n })
 		if i < 0 {
@@ -51,7 +60,7 @@ func Targets(cfg *config.Config, names []string) ([]Planned, error) {
 		if len(names) > 0 && !slices.Contains(names, in.Name) {
 			continue
 		}
-		out = append(out, plan(in))
+		out = append(out, plan(in, open))
 	}
 	if len(out) == 0 {
 		return nil, &UsageError{ErrNoTargets.Error()}
@@ -59,9 +68,18 @@ func Targets(cfg *config.Config, names []string) ([]Planned, error) {
 	return out, nil
 }
 
-func plan(in *config.Instance) Planned {
-	cs := in.Sinks[0]
-	fs, err := sinks.NewFile(sinks.FileOptions{Dir: cs.Dir, Layout: cs.Layout})
+// Sink is what verify reads of a file sink.
+type Sink interface {
+	Paths() sinks.Paths
+	Current() (*bundle.Bundle, error)
+	Dir() string
+}
+
+// OpenFunc opens the file sink cs of instance ci.
+type OpenFunc func(ci *config.Instance, cs config.FileSink) (Sink, error)
+
+func plan(in *config.Instance, open OpenFunc) Planned {
+	fs, err := open(in, in.Sinks[0])
 	t := Target{Instance: in.Name, Engine: EnginePostgres, User: in.Connection.User, Database: in.Connection.DBName}
 	if err != nil {
 		return Planned{Target: t, Err: fmt.Errorf("instance %q: %w", in.Name, err)}
@@ -110,14 +128,14 @@ func (e *FailedError) Error() string {
 	return fmt.Sprintf("verify failed for instance(s) %s (see the lines above for the cause)", strings.Join(e.Instances, ", "))
 }
 
-// Run checks every planned instance of cfg (see Targets), each within timeout (default
+// Run checks every planned instance of cfg (see Targets; open as there), each within timeout (default
 // 10s), writing one line per instance to w. It returns a *UsageError for a bad request,
 // a *FailedError when any instance did not pass, nil when all passed.
-func Run(ctx context.Context, cfg *config.Config, names []string, timeout time.Duration, w io.Writer) error {
+func Run(ctx context.Context, cfg *config.Config, names []string, open OpenFunc, timeout time.Duration, w io.Writer) error {
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
-	plans, err := Targets(cfg, names)
+	plans, err := Targets(cfg, names, open)
 	if err != nil {
 		return err
 	}

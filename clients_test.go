@@ -1,0 +1,435 @@
+package main
+
+// End-to-end tests with real clients: psql (pem and libpq layouts, pg_service.conf,
+// connection.env, DATABASE_URL), pgjdbc (DER key, ~/.postgresql, PKCS#12, JSSE stores,
+// JDBC_URL), node-postgres, the mariadb client and Connector/J, and `verify` — all
+// against real servers trusting the emulator's client CA and presenting certificates from
+// the instance's server CA. Each client is skipped when it is not installed, and fails
+// instead under DBCERT_E2E=require.
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dbcert-agent/dbcert-agent/agent/emulator"
+	"github.com/dbcert-agent/dbcert-agent/agent/pgtest"
+)
+
+// missingTool skips t, or fails it under DBCERT_E2E=require.
+func missingTool(t *testing.T, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	if os.Getenv("DBCERT_E2E") == "require" {
+		t.Fatalf("client unavailable (DBCERT_E2E=require): %s", msg)
+	}
+	t.Skipf("client unavailable: %s (set DBCERT_E2E=require to fail instead)", msg)
+}
+
+// testCacheDir is where compiled helpers and npm packages are kept across runs:
+// $XDG_CACHE_HOME/dbcert-test (or the OS user cache dir).
+func testCacheDir(t *testing.T) string {
+	t.Helper()
+	base, err := os.UserCacheDir()
+	if err != nil {
+		base = os.TempDir()
+	}
+	d := filepath.Join(base, "dbcert-test")
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// clientEnv is a clean environment for client processes: nothing of the test's PG*,
+// MYSQL*, JAVA*, NODE* or locale variables, HOME as given.
+func clientEnv(home string, extra ...string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		switch {
+		case strings.HasPrefix(k, "PG"), strings.HasPrefix(k, "MYSQL"), strings.HasPrefix(k, "JAVA"),
+			strings.HasPrefix(k, "_JAVA"), strings.HasPrefix(k, "JDK_"), strings.HasPrefix(k, "NODE"),
+			strings.HasPrefix(k, "LC_"), k == "LANG", k == "HOME", k == "DATABASE_URL", k == "JDBC_URL":
+			continue
+		}
+		env = append(env, kv)
+	}
+	return append(append(env, "LC_ALL=C", "HOME="+home), extra...)
+}
+
+// runClient runs argv with env and returns trimmed combined output.
+func runClient(t *testing.T, env []string, dir string, argv ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Env, cmd.Dir = env, dir
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.WaitDelay = 5 * time.Second
+	err := cmd.Run()
+	return strings.TrimSpace(out.String()), err
+}
+
+// certSerial is the decimal serial of the first certificate in a PEM file.
+func certSerial(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		t.Fatalf("%s holds no PEM block", path)
+	}
+	c, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.SerialNumber.String()
+}
+
+func findPsql(t *testing.T) string {
+	t.Helper()
+	if p, err := exec.LookPath("psql"); err == nil {
+		return p
+	}
+	if p := "/usr/lib/postgresql/15/bin/psql"; isExec(p) {
+		return p
+	}
+	missingTool(t, "psql not found")
+	return ""
+}
+
+func isExec(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
+}
+
+// javaHelperSource connects with a JDBC URL (args[0]), extra connection properties
+// (args[2:] as key=value), runs the query args[1] and prints the first column of each row.
+const javaHelperSource = `import java.sql.*;
+import java.util.Properties;
+
+public class DbcertJdbc {
+    public static void main(String[] a) throws Exception {
+        Properties p = new Properties();
+        for (int i = 2; i < a.length; i++) {
+            int e = a[i].indexOf('=');
+            p.setProperty(a[i].substring(0, e), a[i].substring(e + 1));
+        }
+        try (Connection c = DriverManager.getConnection(a[0], p);
+             Statement s = c.createStatement();
+             ResultSet r = s.executeQuery(a[1])) {
+            while (r.next()) System.out.println(r.getString(1));
+        }
+    }
+}
+`
+
+// javaHelper compiles DbcertJdbc once into the cache dir (keyed by the source's hash)
+// and returns a function running it with the given JVM flags and arguments.
+type javaRunner func(t *testing.T, jvmFlags []string, args ...string) (string, error)
+
+var javaCompile sync.Mutex
+
+func javaHelper(t *testing.T, jars ...string) javaRunner {
+	t.Helper()
+	java, err1 := exec.LookPath("java")
+	javac, err2 := exec.LookPath("javac")
+	if err1 != nil || err2 != nil {
+		missingTool(t, "java and javac are needed (Debian: openjdk-17-jdk-headless)")
+	}
+	for _, j := range jars {
+		if _, err := os.Stat(j); err != nil {
+			missingTool(t, "%s not found (Debian: libpostgresql-jdbc-java, libmariadb-java)", j)
+		}
+	}
+	sum := sha256.Sum256([]byte(javaHelperSource))
+	dir := filepath.Join(testCacheDir(t), "java-"+hex.EncodeToString(sum[:8]))
+	javaCompile.Lock()
+	if _, err := os.Stat(filepath.Join(dir, "DbcertJdbc.class")); err != nil {
+		tmp, err := os.MkdirTemp(filepath.Dir(dir), "java-build-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		src := filepath.Join(tmp, "DbcertJdbc.java")
+		if err := os.WriteFile(src, []byte(javaHelperSource), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command(javac, "-d", tmp, src).CombinedOutput(); err != nil {
+			javaCompile.Unlock()
+			t.Fatalf("javac: %v\n%s", err, out)
+		}
+		if err := os.Rename(tmp, dir); err != nil && !isExec(filepath.Join(dir, "DbcertJdbc.class")) {
+			os.RemoveAll(tmp)
+		}
+	}
+	javaCompile.Unlock()
+	cp := strings.Join(append([]string{dir}, jars...), string(os.PathListSeparator))
+	return func(t *testing.T, jvmFlags []string, args ...string) (string, error) {
+		t.Helper()
+		argv := append([]string{java, "-Xshare:auto", "-XX:TieredStopAtLevel=1", "-cp", cp}, jvmFlags...)
+		argv = append(append(argv, "DbcertJdbc"), args...)
+		return runClient(t, clientEnv(t.TempDir()), "", argv...)
+	}
+}
+
+// nodePg installs node-postgres (npm install pg) once into the cache dir and returns
+// the node binary and the node_modules directory.
+func nodePg(t *testing.T) (node, modules string) {
+	t.Helper()
+	node, err1 := exec.LookPath("node")
+	npm, err2 := exec.LookPath("npm")
+	if err1 != nil || err2 != nil {
+		missingTool(t, "node and npm are needed (Debian: nodejs npm)")
+	}
+	dir := filepath.Join(testCacheDir(t), "node-pg")
+	modules = filepath.Join(dir, "node_modules")
+	if _, err := os.Stat(filepath.Join(modules, "pg", "package.json")); err == nil {
+		return node, modules
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runClient(t, clientEnv(dir), dir, npm, "install", "--prefix", dir, "--no-audit", "--no-fund",
+		"--prefer-offline", "--loglevel=error", "pg@8")
+	if err != nil {
+		missingTool(t, "npm install pg failed: %v\n%s", err, out)
+	}
+	return node, modules
+}
+
+// nodeScript connects with node-postgres using the PEM files (the chain verified against
+// the CA file, the host name against the certificate) and prints the query's first value.
+const nodeScript = `
+const fs = require('fs');
+const { Client } = require('pg');
+const [host, port, user, database, cert, key, ca, sql] = process.argv.slice(2);
+const c = new Client({ host, port: Number(port), user, database, ssl: {
+  cert: fs.readFileSync(cert), key: fs.readFileSync(key), ca: fs.readFileSync(ca), rejectUnauthorized: true } });
+c.connect()
+  .then(() => c.query(sql))
+  .then(r => { console.log(String(Object.values(r.rows[0])[0])); return c.end(); })
+  .catch(e => { console.error(e.message); process.exit(1); });
+`
+
+// TestClientsPostgres: once writes the files, then every PostgreSQL client connects with
+// them as they are; verify passes; after a forced rotation every client presents the new
+// certificate (pg_stat_ssl.client_serial).
+func TestClientsPostgres(t *testing.T) {
+	e := newEnv(t, emulator.Options{})
+	srvCert, srvKey, err := e.emu.ServerCert(project, instance, []string{"127.0.0.1", "localhost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg := pgtest.Start(t, pgtest.Options{ServerCertPEM: srvCert, ServerKeyPEM: srvKey, ClientCAPEM: e.emu.ClientCAPEM()})
+	psql := findPsql(t)
+
+	pemDir := filepath.Join(e.dir, "out", "orders")
+	home := e.home
+	libpqDir := filepath.Join(home, ".postgresql")
+	pass := filepath.Join(e.dir, "keystore.pass")
+	const password = "s3cret-store"
+	if err := os.WriteFile(pass, []byte(password+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := e.config(fmt.Sprintf(`
+instance "cloudsql" "orders" {
+  project      = %q
+  instance     = %q
+  api_endpoint = %q
+  connection {
+    user   = "postgres"
+    dbname = "postgres"
+    host   = "127.0.0.1"
+    port   = %d
+  }
+  sink "file" {
+    dir    = %q
+    layout = "pem"
+    pkcs12 {
+      password_file = %q
+    }
+  }
+  sink "file" {
+    dir    = %q
+    layout = "libpq"
+  }
+}
+`, project, instance, e.emu.URL(), pg.Port(), pemDir, pass, libpqDir))
+	if r := runAgent(t, "once", "-config", cfg); r.code != 0 {
+		t.Fatalf("once exited %d:\n%s", r.code, r.stderr)
+	}
+
+	const serialSQL = "select client_serial from pg_stat_ssl where pid = pg_backend_pid()"
+	env := clientEnv(home, "PGCONNECT_TIMEOUT=10", "PGSYSCONFDIR="+t.TempDir())
+	psqlArgs := []string{psql, "-X", "-w", "-A", "-t", "-v", "ON_ERROR_STOP=1"}
+	p := func(name string) string { return filepath.Join(pemDir, name) }
+	host, port := "127.0.0.1", strconv.Itoa(pg.Port())
+
+	type client struct {
+		name string
+		run  func(t *testing.T) (string, error)
+	}
+	clients := []client{
+		{"psql pem layout", func(t *testing.T) (string, error) {
+			conn := fmt.Sprintf("host=%s port=%s user=postgres dbname=postgres sslmode=verify-ca sslcert=%s sslkey=%s sslrootcert=%s",
+				host, port, p("cert.pem"), p("key.pem"), p("ca.pem"))
+			return runClient(t, env, "", append(psqlArgs, "-d", conn, "-c", serialSQL)...)
+		}},
+		{"psql libpq layout as ~/.postgresql", func(t *testing.T) (string, error) {
+			conn := fmt.Sprintf("host=%s port=%s user=postgres dbname=postgres sslmode=verify-ca", host, port)
+			return runClient(t, env, "", append(psqlArgs, "-d", conn, "-c", serialSQL)...)
+		}},
+		{"psql service=orders with PGSERVICEFILE", func(t *testing.T) (string, error) {
+			return runClient(t, append(env, "PGSERVICEFILE="+p("pg_service.conf")), "", append(psqlArgs, "-d", "service=orders", "-c", serialSQL)...)
+		}},
+		{"psql with connection.env sourced", func(t *testing.T) (string, error) {
+			script := fmt.Sprintf(`set -a; . %q; set +a; exec %q -X -w -A -t -c %q`, p("connection.env"), psql, serialSQL)
+			return runClient(t, env, "", "/bin/sh", "-c", script)
+		}},
+		{`psql "$DATABASE_URL"`, func(t *testing.T) (string, error) {
+			script := fmt.Sprintf(`set -a; . %q; set +a; env -u PGHOST -u PGPORT -u PGUSER -u PGDATABASE -u PGSSLMODE -u PGSSLCERT -u PGSSLKEY -u PGSSLROOTCERT %q -X -w -A -t "$DATABASE_URL" -c %q`,
+				p("connection.env"), psql, serialSQL)
+			return runClient(t, env, "", "/bin/sh", "-c", script)
+		}},
+	}
+	pgURL := fmt.Sprintf("jdbc:postgresql://%s:%s/postgres?user=postgres&sslmode=verify-ca", host, port)
+	javaClients := []client{
+		{"pgjdbc sslkey=key.pk8", func(t *testing.T) (string, error) {
+			j := javaHelper(t, "/usr/share/java/postgresql.jar")
+			return j(t, nil, pgURL+"&sslcert="+p("cert.pem")+"&sslkey="+p("key.pk8")+"&sslrootcert="+p("ca.pem"), serialSQL)
+		}},
+		{"pgjdbc ~/.postgresql (libpq sink) without file parameters", func(t *testing.T) (string, error) {
+			j := javaHelper(t, "/usr/share/java/postgresql.jar")
+			return j(t, []string{"-Duser.home=" + home}, pgURL, serialSQL)
+		}},
+		{"pgjdbc sslkey=keystore.p12", func(t *testing.T) (string, error) {
+			j := javaHelper(t, "/usr/share/java/postgresql.jar")
+			return j(t, nil, pgURL+"&sslkey="+p("keystore.p12")+"&sslrootcert="+p("ca.pem"), serialSQL, "sslpassword="+password)
+		}},
+		{"pgjdbc JSSE key and trust stores", func(t *testing.T) (string, error) {
+			j := javaHelper(t, "/usr/share/java/postgresql.jar")
+			return j(t, []string{
+				"-Djavax.net.ssl.keyStore=" + p("keystore.p12"), "-Djavax.net.ssl.keyStoreType=PKCS12", "-Djavax.net.ssl.keyStorePassword=" + password,
+				"-Djavax.net.ssl.trustStore=" + p("truststore.p12"), "-Djavax.net.ssl.trustStoreType=PKCS12", "-Djavax.net.ssl.trustStorePassword=" + password,
+			}, fmt.Sprintf("jdbc:postgresql://%s:%s/postgres?user=postgres&ssl=true&sslfactory=org.postgresql.ssl.DefaultJavaSSLFactory", host, port), serialSQL)
+		}},
+		{"pgjdbc $JDBC_URL", func(t *testing.T) (string, error) {
+			b, err := os.ReadFile(p("connection.env"))
+			if err != nil {
+				return "", err
+			}
+			out, err := runClient(t, env, "", "/bin/sh", "-c", fmt.Sprintf(`set -a; . %q; printf %%s "$JDBC_URL"`, p("connection.env")))
+			if err != nil || !strings.HasPrefix(out, "jdbc:postgresql://") {
+				return out, fmt.Errorf("JDBC_URL from connection.env: %v\n%s", err, b)
+			}
+			j := javaHelper(t, "/usr/share/java/postgresql.jar")
+			return j(t, nil, out, serialSQL)
+		}},
+		{"node-postgres PEM files", func(t *testing.T) (string, error) {
+			node, modules := nodePg(t)
+			return runClient(t, clientEnv(home, "NODE_PATH="+modules), "", node, "-e", nodeScript, "--",
+				host, port, "postgres", "postgres", p("cert.pem"), p("key.pem"), p("ca.pem"), serialSQL)
+		}},
+	}
+	all := append(clients, javaClients...)
+	checkAll := func(t *testing.T, wantSerial string) {
+		for _, c := range all {
+			t.Run(c.name, func(t *testing.T) {
+				out, err := c.run(t)
+				if err != nil {
+					t.Fatalf("%s failed: %v\n%s", c.name, err, out)
+				}
+				if lines := strings.Split(out, "\n"); lines[len(lines)-1] != wantSerial {
+					t.Fatalf("%s: server saw client serial %q, want %s (the files' certificate)", c.name, out, wantSerial)
+				}
+			})
+		}
+	}
+	serial := certSerial(t, p("cert.pem"))
+	if s2 := certSerial(t, filepath.Join(libpqDir, "postgresql.crt")); s2 != serial {
+		t.Fatalf("the two sinks of one instance hold different certificates: %s and %s", serial, s2)
+	}
+	t.Run("every client connects", func(t *testing.T) { checkAll(t, serial) })
+
+	t.Run("verify passes", func(t *testing.T) {
+		r := runAgent(t, "verify", "-config", cfg)
+		if r.code != 0 || !strings.Contains(r.stdout, "orders: ok postgres") || !strings.Contains(r.stdout, "identity=ok(CN "+project+":"+instance+")") {
+			t.Fatalf("verify exited %d:\n%s%s", r.code, r.stdout, r.stderr)
+		}
+	})
+
+	t.Run("after a forced rotation every client sees the new certificate", func(t *testing.T) {
+		if r := runAgent(t, "once", "-force", "-config", cfg); r.code != 0 {
+			t.Fatalf("once -force exited %d:\n%s", r.code, r.stderr)
+		}
+		newSerial := certSerial(t, p("cert.pem"))
+		if newSerial == serial {
+			t.Fatal("once -force did not rotate the certificate")
+		}
+		checkAll(t, newSerial)
+	})
+
+	t.Run("verify fails when the server certificate comes from another CA", func(t *testing.T) {
+		e.emu.AddCloudSQLInstance(project, "other-instance", emulator.CloudSQLInstance{})
+		c2, k2, err := e.emu.ServerCert(project, "other-instance", []string{"127.0.0.1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pg.ReplaceServerCert(c2, k2, nil); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			if err := pg.ReplaceServerCert(srvCert, srvKey, nil); err != nil {
+				t.Fatal(err)
+			}
+		}()
+		r := runAgent(t, "verify", "-config", cfg, "-instance", "orders")
+		if r.code != 1 || !strings.Contains(r.stdout, "orders: FAIL") || !strings.Contains(r.stdout, "chain does not verify against the CA file") ||
+			!strings.Contains(r.stdout, "identity does not match") || !strings.Contains(r.stderr, "orders") {
+			t.Fatalf("verify exited %d, want 1 naming orders and the chain:\n%s%s", r.code, r.stdout, r.stderr)
+		}
+	})
+
+	t.Run("verify fails when the server rejects the client certificate", func(t *testing.T) {
+		other := newTestClientCA(t)
+		if err := pg.ReplaceServerCert(srvCert, srvKey, other); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			if err := pg.ReplaceServerCert(srvCert, srvKey, e.emu.ClientCAPEM()); err != nil {
+				t.Fatal(err)
+			}
+		}()
+		r := runAgent(t, "verify", "-config", cfg)
+		if r.code != 1 || !strings.Contains(r.stdout, "orders: FAIL") || !strings.Contains(r.stdout, "rejected the client certificate") {
+			t.Fatalf("verify exited %d, want 1 naming the rejected client certificate:\n%s%s", r.code, r.stdout, r.stderr)
+		}
+	})
+}
+
+// newTestClientCA returns the PEM of a CA the emulator never signed with (from a second
+// emulator).
+func newTestClientCA(t *testing.T) []byte {
+	t.Helper()
+	emu, err := emulator.New(emulator.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return emu.ClientCAPEM()
+}
