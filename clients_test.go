@@ -205,7 +205,8 @@ func nodePg(t *testing.T) (node, modules string) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	out, err := runClient(t, clientEnv(dir), dir, npm, "install", "--prefix", dir, "--no-audit", "--no-fund",
+	// npm runs with the test's own environment (proxy, CA and registry settings, ~/.npmrc).
+	out, err := runClient(t, os.Environ(), dir, npm, "install", "--prefix", dir, "--no-audit", "--no-fund",
 		"--prefer-offline", "--loglevel=error", "pg@8")
 	if err != nil {
 		missingTool(t, "npm install pg failed: %v\n%s", err, out)
@@ -343,7 +344,11 @@ instance "cloudsql" "orders" {
 		}},
 		{"node-postgres PEM files", func(t *testing.T) (string, error) {
 			node, modules := nodePg(t)
-			return runClient(t, clientEnv(home, "NODE_PATH="+modules), "", node, "-e", nodeScript, "--",
+			script := filepath.Join(t.TempDir(), "connect.js")
+			if err := os.WriteFile(script, []byte(nodeScript), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return runClient(t, clientEnv(home, "NODE_PATH="+modules), "", node, script,
 				host, port, "postgres", "postgres", p("cert.pem"), p("key.pem"), p("ca.pem"), serialSQL)
 		}},
 	}
