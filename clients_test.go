@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -437,4 +438,51 @@ func newTestClientCA(t *testing.T) []byte {
 		t.Fatal(err)
 	}
 	return emu.ClientCAPEM()
+}
+
+// TestDevConnects: `dev` starts a local PostgreSQL that trusts the emulator's client CA,
+// writes connection files and PKCS#12 stores for "orders", and the psql command it
+// prints connects; verify passes against it.
+func TestDevConnects(t *testing.T) {
+	if err := pgtest.Available(); err != nil {
+		missingTool(t, "PostgreSQL: %v", err)
+	}
+	psql := findPsql(t)
+	dir := t.TempDir()
+	cmd := exec.Command(binary, "dev", "-dir", dir, "-cert-lifetime", "2m")
+	var out, errb lockedBuffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGINT)
+		_ = cmd.Wait()
+	}()
+	orders := filepath.Join(dir, "out", "orders")
+	svc := filepath.Join(orders, "pg_service.conf")
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		_, err1 := os.Stat(svc)
+		_, err2 := os.Stat(filepath.Join(orders, "keystore.p12"))
+		if err1 == nil && err2 == nil && strings.Contains(out.String(), "psql service=orders") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dev wrote no pg_service.conf / keystore.p12 or printed no psql command within 60s\nstdout:\n%s\nstderr:\n%s", out.String(), errb.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	want := "PGSERVICEFILE=" + svc + " psql service=orders"
+	if !strings.Contains(out.String(), want) {
+		t.Fatalf("dev banner lacks %q:\n%s", want, out.String())
+	}
+	env := clientEnv(t.TempDir(), "PGSERVICEFILE="+svc, "PGCONNECT_TIMEOUT=10", "PGSYSCONFDIR="+t.TempDir())
+	if got, err := runClient(t, env, "", psql, "-X", "-w", "-A", "-t", "-d", "service=orders", "-c", "select 'dev-ok'"); err != nil || got != "dev-ok" {
+		t.Fatalf("the printed psql command failed: %v\n%s\ndev stderr:\n%s", err, got, errb.String())
+	}
+	r := runAgent(t, "verify", "-config", filepath.Join(dir, "agent.hcl"))
+	if r.code != 0 || !strings.Contains(r.stdout, "orders: ok postgres") {
+		t.Fatalf("verify on the dev config exited %d:\n%s%s", r.code, r.stdout, r.stderr)
+	}
 }
