@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/dbcert-agent/dbcert-agent/agent/emulator"
+	"github.com/dbcert-agent/dbcert-agent/agent/mysqltest"
 	"github.com/dbcert-agent/dbcert-agent/agent/pgtest"
 )
 
@@ -498,4 +499,102 @@ func TestDevConnects(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "orders: ok postgres") {
 		t.Fatalf("verify on the dev config exited %d:\n%s%s", r.code, r.stdout, r.stderr)
 	}
+}
+
+// TestClientsMySQL: a MySQL-engine Cloud SQL instance's files (my.cnf, PKCS#12 stores)
+// work with the mariadb client and Connector/J against a real MariaDB whose user
+// requires a certificate from the emulator's client CA; verify passes, and fails when
+// the server rejects the client certificate; after a forced rotation the clients connect
+// with the new certificate.
+func TestClientsMySQL(t *testing.T) {
+	e := newEnv(t, emulator.Options{})
+	const myInstance = "shop-my"
+	e.emu.AddCloudSQLInstance(project, myInstance, emulator.CloudSQLInstance{DatabaseVersion: "MYSQL_8_0"})
+	srvCert, srvKey, err := e.emu.ServerCert(project, myInstance, []string{"127.0.0.1", "localhost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	my := mysqltest.Start(t, mysqltest.Options{ServerCertPEM: srvCert, ServerKeyPEM: srvKey, ClientCAPEM: e.emu.ClientCAPEM()})
+	dir := filepath.Join(e.dir, "out", "shop")
+	pass := filepath.Join(e.dir, "keystore.pass")
+	const password = "s3cret-store"
+	if err := os.WriteFile(pass, []byte(password+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := e.config(fmt.Sprintf(`
+instance "cloudsql" "shop" {
+  project      = %q
+  instance     = %q
+  api_endpoint = %q
+  connection {
+    user   = %q
+    dbname = %q
+    host   = "127.0.0.1"
+    port   = %d
+  }
+  sink "file" {
+    dir    = %q
+    layout = "pem"
+    pkcs12 {
+      password_file = %q
+    }
+  }
+}
+`, project, myInstance, e.emu.URL(), my.User(), my.Database(), my.Port(), dir, pass))
+	if r := runAgent(t, "once", "-config", cfg); r.code != 0 {
+		t.Fatalf("once exited %d:\n%s", r.code, r.stderr)
+	}
+	p := func(name string) string { return filepath.Join(dir, name) }
+	const sslSQL = "SHOW SESSION STATUS LIKE 'Ssl_version'"
+	clients := []struct {
+		name string
+		run  func(t *testing.T) (string, error)
+	}{
+		{"mariadb --defaults-extra-file=my.cnf", func(t *testing.T) (string, error) {
+			return runClient(t, clientEnv(t.TempDir()), "", my.Client(), "--defaults-extra-file="+p("my.cnf"), "--ssl-verify-server-cert=OFF", "-N", "-B", "-e", sslSQL)
+		}},
+		{"Connector/J with the PKCS#12 key and trust stores", func(t *testing.T) (string, error) {
+			j := javaHelper(t, "/usr/share/java/mariadb-java-client.jar")
+			url := fmt.Sprintf("jdbc:mariadb://127.0.0.1:%d/%s?user=%s&useSsl=true&disableSslHostnameVerification=true"+
+				"&keyStore=file:%s&keyStoreType=PKCS12&keyStorePassword=%s&trustStore=file:%s&trustStoreType=PKCS12&trustStorePassword=%s",
+				my.Port(), my.Database(), my.User(), p("keystore.p12"), password, p("truststore.p12"), password)
+			return j(t, nil, url, "SELECT VARIABLE_VALUE FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME = 'Ssl_version'")
+		}},
+	}
+	checkAll := func(t *testing.T) {
+		for _, c := range clients {
+			t.Run(c.name, func(t *testing.T) {
+				out, err := c.run(t)
+				if err != nil || !strings.Contains(out, "TLSv1.") {
+					t.Fatalf("%s: %v\n%s", c.name, err, out)
+				}
+			})
+		}
+	}
+	t.Run("every client connects over TLS", checkAll)
+	t.Run("verify passes", func(t *testing.T) {
+		r := runAgent(t, "verify", "-config", cfg)
+		if r.code != 0 || !strings.Contains(r.stdout, "shop: ok mysql") {
+			t.Fatalf("verify exited %d:\n%s%s", r.code, r.stdout, r.stderr)
+		}
+	})
+	t.Run("after a forced rotation the clients connect with the new certificate", func(t *testing.T) {
+		old := certSerial(t, p("cert.pem"))
+		if r := runAgent(t, "once", "-force", "-config", cfg); r.code != 0 {
+			t.Fatalf("once -force exited %d:\n%s", r.code, r.stderr)
+		}
+		if certSerial(t, p("cert.pem")) == old {
+			t.Fatal("once -force did not rotate the certificate")
+		}
+		checkAll(t)
+	})
+	t.Run("verify fails when the server rejects the client certificate", func(t *testing.T) {
+		if err := my.ReplaceServerCert(srvCert, srvKey, newTestClientCA(t)); err != nil {
+			t.Fatal(err)
+		}
+		r := runAgent(t, "verify", "-config", cfg)
+		if r.code != 1 || !strings.Contains(r.stdout, "shop: FAIL") || !strings.Contains(r.stdout, "rejected the client certificate") {
+			t.Fatalf("verify exited %d, want 1:\n%s%s", r.code, r.stdout, r.stderr)
+		}
+	})
 }
