@@ -551,7 +551,7 @@ instance "cloudsql" "shop" {
 		run  func(t *testing.T) (string, error)
 	}{
 		{"mariadb --defaults-extra-file=my.cnf", func(t *testing.T) (string, error) {
-			return runClient(t, clientEnv(t.TempDir()), "", my.Client(), "--defaults-extra-file="+p("my.cnf"), "--ssl-verify-server-cert=OFF", "-N", "-B", "-e", sslSQL)
+			return runClient(t, clientEnv(t.TempDir()), "", my.Client(), "--defaults-extra-file="+p("my.cnf"), "--ssl-verify-server-cert", "-N", "-B", "-e", sslSQL)
 		}},
 		{"Connector/J with the PKCS#12 key and trust stores", func(t *testing.T) (string, error) {
 			j := javaHelper(t, "/usr/share/java/mariadb-java-client.jar")
