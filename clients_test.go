@@ -311,14 +311,19 @@ instance "cloudsql" "orders" {
 			return runClient(t, env, "", "/bin/sh", "-c", script)
 		}},
 		{"psycopg DATABASE_URL", func(t *testing.T) (string, error) {
-			py, err := exec.LookPath("python3")
-			if err != nil {
-				missingTool(t, "python3 not found")
+			// Debian's python3-psycopg2 belongs to the system python, which may not be the
+			// first python3 on $PATH.
+			py := "/usr/bin/python3"
+			if !isExec(py) {
+				var err error
+				if py, err = exec.LookPath("python3"); err != nil {
+					missingTool(t, "python3 not found")
+				}
 			}
 			if out, err := runClient(t, env, "", py, "-c", "import psycopg2"); err != nil {
 				missingTool(t, "python3 cannot import psycopg2 (Debian: python3-psycopg2): %s", out)
 			}
-			prog := "import os, psycopg2\nc = psycopg2.connect(os.environ['DATABASE_URL'])\ncur = c.cursor()\ncur.execute(os.environ['SQL'])\nprint(cur.fetchone()[0])\n"
+			prog := "import os, psycopg2; c = psycopg2.connect(os.environ['DATABASE_URL']); cur = c.cursor(); cur.execute(os.environ['SQL']); print(cur.fetchone()[0])"
 			script := fmt.Sprintf(`set -a; . %q; set +a; exec env -u PGHOST -u PGPORT -u PGUSER -u PGDATABASE -u PGSSLMODE -u PGSSLCERT -u PGSSLKEY -u PGSSLROOTCERT SQL=%q %q -c %q`,
 				p("connection.env"), serialSQL, py, prog)
 			return runClient(t, env, "", "/bin/sh", "-c", script)
