@@ -406,6 +406,15 @@ instance "cloudsql" "orders" {
 		}
 	})
 
+	t.Run("verify usage errors exit 2", func(t *testing.T) {
+		for _, args := range [][]string{{"-instance", "nope"}, {"-timeout", "0s"}, {"-bogus"}} {
+			r := runAgent(t, append([]string{"verify", "-config", cfg}, args...)...)
+			if r.code != 2 {
+				t.Errorf("verify %v exited %d, want 2:\n%s%s", args, r.code, r.stdout, r.stderr)
+			}
+		}
+	})
+
 	t.Run("after a forced rotation every client sees the new certificate", func(t *testing.T) {
 		if r := runAgent(t, "once", "-force", "-config", cfg); r.code != 0 {
 			t.Fatalf("once -force exited %d:\n%s", r.code, r.stderr)
