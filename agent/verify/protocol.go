@@ -140,9 +140,13 @@ func pgErrorMessage(body []byte) string {
 	return strings.TrimSpace(fmt.Sprintf("%s %s: %s", sev, code, msg))
 }
 
+// namesCertificate reports whether a server error is about the client certificate
+// ("connection requires a valid client certificate", "certificate authentication failed
+// for user ..."), as opposed to, say, an unknown database or a pg_hba.conf rule for
+// another user (whose text names "SSL encryption" but not the certificate).
 func namesCertificate(s string) bool {
 	s = strings.ToLower(s)
-	return strings.Contains(s, "certificate") || strings.Contains(s, "ssl") || strings.Contains(s, "x509")
+	return strings.Contains(s, "certificate") || strings.Contains(s, "x509")
 }
 
 // MySQL protocol capability flags used by the SSL request and handshake response.

@@ -106,6 +106,7 @@ func TestPostgres(t *testing.T) {
 		accepted     bool
 		errIs        error
 		lineContains string
+		db           string // default "postgres"
 	}{
 		{name: "accepted, CN", cert: goodCert, key: goodKey, ca: serverCA.pem(), id: Identity{CN: "proj:orders"},
 			ok: true, chain: true, identity: true, accepted: true, lineContains: "client-cert=accepted"},
@@ -117,6 +118,10 @@ func TestPostgres(t *testing.T) {
 			chain: true, accepted: true, lineContains: "identity does not match"},
 		{name: "server from another CA", cert: goodCert, key: goodKey, ca: otherCA.pem(), id: Identity{CN: "proj:orders"},
 			identity: true, accepted: true, lineContains: "does not verify against the CA file"},
+		// With trust authentication the first reply is AuthenticationOk, before the
+		// server looks up the database: accepted.
+		{name: "unknown database after AuthenticationOk", cert: goodCert, key: goodKey, ca: serverCA.pem(), id: Identity{CN: "proj:orders"}, db: "nope",
+			ok: true, chain: true, identity: true, accepted: true, lineContains: "client-cert=accepted"},
 		{name: "client certificate rejected", cert: badCert, key: badKey, ca: serverCA.pem(), id: Identity{CN: "proj:orders"},
 			chain: true, identity: true, errIs: ErrRejected, lineContains: "rejected the client certificate"},
 	}
@@ -124,6 +129,9 @@ func TestPostgres(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			tg := clientFiles(t, tc.cert, tc.key, tc.ca)
 			tg.Instance, tg.Engine, tg.Addr, tg.User, tg.Database, tg.Identity = "orders", EnginePostgres, addr, "postgres", "postgres", tc.id
+			if tc.db != "" {
+				tg.Database = tc.db
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			r := Check(ctx, tg)
@@ -155,5 +163,18 @@ func TestCheckMissingFiles(t *testing.T) {
 	r := Check(context.Background(), Target{Instance: "x", CertFile: "/nonexistent/cert.pem", KeyFile: "/nonexistent/key.pem", CAFile: "/nonexistent/ca.pem", Addr: "127.0.0.1:1"})
 	if r.OK() || r.Err == nil || !strings.Contains(r.Err.Error(), "/nonexistent/cert.pem") {
 		t.Fatalf("result %+v", r)
+	}
+}
+
+func TestNamesCertificate(t *testing.T) {
+	for msg, want := range map[string]bool{
+		"FATAL 28000: connection requires a valid client certificate":                                   true,
+		`FATAL 28000: certificate authentication failed for user "app"`:                                 true,
+		`FATAL 28000: no pg_hba.conf entry for host "10.0.0.1", user "x", database "y", SSL encryption`: false,
+		`FATAL 3D000: database "nope" does not exist`:                                                   false,
+	} {
+		if got := namesCertificate(msg); got != want {
+			t.Errorf("namesCertificate(%q) = %v, want %v", msg, got, want)
+		}
 	}
 }
