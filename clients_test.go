@@ -619,3 +619,34 @@ instance "cloudsql" "shop" {
 		}
 	})
 }
+
+// TestDevWithoutPostgres: without PostgreSQL, dev says how to install it and runs as
+// before (files appear).
+func TestDevWithoutPostgres(t *testing.T) {
+	dir := t.TempDir()
+	cmd := exec.Command(binary, "dev", "-dir", dir, "-cert-lifetime", "2m")
+	cmd.Env = append(os.Environ(), pgtest.EnvBinDir+"="+filepath.Join(dir, "no-such-dir"))
+	var out, errb lockedBuffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGINT)
+		_ = cmd.Wait()
+	}()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		_, err := os.Stat(filepath.Join(dir, "out", "orders", "cert.pem"))
+		if err == nil && strings.Contains(out.String(), "apt-get install postgresql") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dev without PostgreSQL wrote no files or gave no install hint within 60s\nstdout:\n%s\nstderr:\n%s", out.String(), errb.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if strings.Contains(out.String(), "psql service=orders") {
+		t.Errorf("dev without PostgreSQL printed a psql command that cannot connect:\n%s", out.String())
+	}
+}
