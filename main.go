@@ -26,6 +26,7 @@ import (
 	"github.com/dbcert-agent/dbcert-agent/agent/gcpauth"
 	"github.com/dbcert-agent/dbcert-agent/agent/metrics"
 	"github.com/dbcert-agent/dbcert-agent/agent/sdnotify"
+	"github.com/dbcert-agent/dbcert-agent/agent/verify"
 	"github.com/dbcert-agent/dbcert-agent/config"
 )
 
@@ -49,6 +50,7 @@ Usage:
   dbcert-agent validate [-config PATH]
   dbcert-agent status   [-config PATH] [-json]
   dbcert-agent reset-ssl -instance NAME [-config PATH] -yes
+  dbcert-agent verify   [-config PATH] [-instance NAME]... [-timeout 10s]
   dbcert-agent dev      [-dir DIR]
   dbcert-agent version
 
@@ -95,6 +97,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdStatus(rest, stdout, stderr)
 	case "reset-ssl":
 		err = cmdResetSSL(ctx, rest, stdout, stderr)
+	case "verify":
+		err = cmdVerify(ctx, rest, stdout, stderr)
 	default:
 		err = &usageError{fmt.Sprintf("unknown command %q\n\n%s", cmd, usage)}
 	}
@@ -152,6 +156,7 @@ func report(err error, stderr io.Writer) int {
 		diag    *config.DiagError
 		use     *usageError
 		unknown *agent.UnknownInstanceError
+		vUse    *verify.UsageError
 		cfgErr  *configError
 		runErr  *agent.RunError
 	)
@@ -168,7 +173,7 @@ func report(err error, stderr io.Writer) int {
 		_ = diag.Render(stderr, 100)
 		fmt.Fprintf(stderr, "dbcert-agent: the configuration has %d error(s); nothing was done\n", diag.ErrorCount())
 		return exitUsage
-	case errors.As(err, &use), errors.As(err, &unknown), errors.As(err, &cfgErr):
+	case errors.As(err, &use), errors.As(err, &unknown), errors.As(err, &cfgErr), errors.As(err, &vUse):
 		fmt.Fprintf(stderr, "dbcert-agent: %v\n", err)
 		return exitUsage
 	default:
@@ -392,6 +397,34 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// cmdVerify connects to each instance with a connection block using the files on disk
+// (spec §2 verify); no API calls.
+func cmdVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("verify", stderr)
+	path := fs.String("config", "", "config file (default $DBCERT_AGENT_CONFIG or "+config.DefaultPath+")")
+	var names stringsFlag
+	fs.Var(&names, "instance", "check only this instance (repeatable; default: every instance with a connection block)")
+	timeout := fs.Duration("timeout", 10*time.Second, "time limit for each instance's check")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *timeout <= 0 {
+		return &usageError{"-timeout must be positive"}
+	}
+	cfg, _, err := loadConfig(*path, stderr)
+	if err != nil {
+		return err
+	}
+	open := func(ci *config.Instance, cs config.FileSink) (verify.Sink, error) {
+		f, err := agent.OpenFileSink(ci, cs)
+		if err != nil {
+			return nil, err
+		}
+		return f, nil
+	}
+	return verify.Run(ctx, cfg, names, open, *timeout, stdout)
 }
 
 func cmdValidate(args []string, stdout, stderr io.Writer) error {

@@ -80,7 +80,7 @@ type builder struct {
 func (b *builder) instance(ci *config.Instance) (*Instance, error) {
 	in := &Instance{Name: ci.Name, Renewal: ci.Renewal, Spec: ci, NeedsKey: ci.IssuesClientCert()}
 	for i, cs := range ci.Sinks {
-		s, err := newFileSink(ci, cs)
+		s, err := OpenFileSink(ci, cs)
 		if err != nil {
 			return nil, err
 		}
@@ -205,9 +205,9 @@ func (b *builder) huaweiClient(hc *config.HuaweiCredentials) (*http.Client, erro
 	return c, err
 }
 
-// newFileSink makes the sink of a `sink "file"` block of instance ci: its pkcs12 block
+// OpenFileSink makes the sink of a `sink "file"` block of instance ci: its pkcs12 block
 // and the instance's connection block become sink options.
-func newFileSink(ci *config.Instance, cs config.FileSink) (*sinks.File, error) {
+func OpenFileSink(ci *config.Instance, cs config.FileSink) (*sinks.File, error) {
 	o := sinks.FileOptions{Dir: cs.Dir, Layout: cs.Layout, UID: cs.UID, GID: cs.GID,
 		KeyMode: cs.KeyMode, Token: cs.Token, PGPassUser: cs.PGPassUser}
 	if p := cs.PKCS12; p != nil {

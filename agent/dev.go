@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dbcert-agent/dbcert-agent/agent/emulator"
+	"github.com/dbcert-agent/dbcert-agent/agent/pgtest"
 	"github.com/dbcert-agent/dbcert-agent/config"
 )
 
@@ -32,6 +33,11 @@ type DevOptions struct {
 	// Quota, when set, makes the emulator enforce a per-identity admin API quota (429
 	// with Retry-After), to watch the agent pace itself; default none.
 	Quota emulator.Quota
+	// NoPostgres does not start the local PostgreSQL server even when PostgreSQL is
+	// installed. By default (small setups, PostgreSQL installed) Dev starts a throwaway
+	// server on loopback that trusts the emulator's client CA and presents a server
+	// certificate from the "orders" instance's server CA, and points "orders" at it.
+	NoPostgres bool
 }
 
 // Dev starts the in-process emulator on loopback, writes a service-account key and a
@@ -79,9 +85,24 @@ func Dev(ctx context.Context, o DevOptions) error {
 		emu.AddGeminiDBInstance(devHuaweiProject, devGeminiInstance)
 		emu.AddHuaweiUser("dev-account", "dev-user", devHuaweiPassword)
 	}
-	cfgPath, err := writeDevFiles(dir, emu, instances, small)
+	pgPort, pgNote := 5432, ""
+	if small && !o.NoPostgres {
+		srv, note, err := startDevPostgres(emu)
+		if err != nil {
+			return fmt.Errorf("dev: %w", err)
+		}
+		if srv != nil {
+			defer srv.Close()
+			pgPort = srv.Port()
+		}
+		pgNote = note
+	}
+	cfgPath, err := writeDevFiles(dir, emu, instances, small, pgPort)
 	if err != nil {
 		return fmt.Errorf("dev: %w", err)
+	}
+	if pgNote != "" {
+		pgNote = fmt.Sprintf(pgNote, filepath.Join(dir, "out", "orders"), cfgPath)
 	}
 	if o.EmulatorOnly {
 		fmt.Fprintf(o.Out, "dbcert-agent dev: emulator on %s serving %d instance(s); config %s\nRun the agent with: dbcert-agent run -config %s\n",
@@ -110,9 +131,36 @@ func Dev(ctx context.Context, o DevOptions) error {
   hook log: %s
 Certificates live %s; the daemon renews each when about a third of its lifetime is
 left, so expect a rotation every %s or so. Ctrl-C to stop.
-`, emu.URL(), cfgPath, filepath.Join(dir, "out"), filepath.Join(dir, "hooks.log"), o.CertLifetime, (o.CertLifetime * 2 / 3).Round(time.Second))
+%s`, emu.URL(), cfgPath, filepath.Join(dir, "out"), filepath.Join(dir, "hooks.log"), o.CertLifetime, (o.CertLifetime * 2 / 3).Round(time.Second), pgNote)
 	return a.Run(ctx, RunOptions{ConfigPath: cfgPath, Reload: reload, Hangup: o.Hangup,
 		APIRate: cfg.Agent.APIRate, ShareKeys: cfg.Agent.ShareKeys})
+}
+
+// startDevPostgres starts a throwaway PostgreSQL server on loopback that requires client
+// certificates from the emulator's client CA and presents a certificate from the
+// "orders" instance's server CA (CN dev-proj:orders-pg). Without PostgreSQL it returns a
+// nil server and a note on how to get one. The note is a format with %[1]s the orders
+// sink dir and %[2]s the config path.
+func startDevPostgres(emu *emulator.Emulator) (*pgtest.Server, string, error) {
+	if err := pgtest.Available(); err != nil {
+		return nil, fmt.Sprintf(`No local PostgreSQL server: %v.
+Install PostgreSQL (Debian/Ubuntu: apt-get install postgresql) and dev starts one that
+trusts these certificates, so you can connect with the files in %%[1]s.
+`, err), nil
+	}
+	cert, key, err := emu.ServerCert("dev-proj", "orders-pg", []string{"127.0.0.1", "localhost"})
+	if err != nil {
+		return nil, "", err
+	}
+	srv, err := pgtest.Launch(pgtest.Options{ServerCertPEM: cert, ServerKeyPEM: key, ClientCAPEM: emu.ClientCAPEM()})
+	if err != nil {
+		return nil, "", fmt.Errorf("starting the local PostgreSQL server: %w", err)
+	}
+	return srv, fmt.Sprintf(`A local PostgreSQL server on 127.0.0.1:%d trusts the emulator's client certificates and
+presents a certificate from the orders instance's server CA. Connect with the files:
+  PGSERVICEFILE=%%[1]s/pg_service.conf psql service=orders
+  dbcert-agent verify -config %%[2]s
+`, srv.Port()), nil
 }
 
 // The emulated Huawei Cloud account of dev (loopback only; not a real secret).
@@ -120,6 +168,8 @@ const (
 	devHuaweiProject  = "0123456789abcdef0123456789abcdef"
 	devGeminiInstance = "a1b2c3d4e5f64a7b8c9d0e1f2a3b4c5din06"
 	devHuaweiPassword = "dev-password"
+	// devKeystorePassword protects the orders sink's PKCS#12 stores (keystore.pass).
+	devKeystorePassword = "dev-keystore"
 )
 
 // devInstance is one instance of the generated config.
@@ -146,9 +196,22 @@ instance "cloudsql" "{{.Name}}" {
   project      = "dev-proj"
   instance     = "{{.Instance}}"
   api_endpoint = "{{$.URL}}"
+{{- if eq .Name "orders"}}
+  connection {
+    user   = "postgres"
+    dbname = "postgres"
+    host   = "127.0.0.1"
+    port   = {{$.PGPort}}
+  }
+{{- end}}
   sink "file" {
     dir    = "out/{{.Name}}"
     layout = "{{.Layout}}"
+{{- if eq .Name "orders"}}
+    pkcs12 {
+      password_file = "keystore.pass"
+    }
+{{- end}}
   }
 {{- if $.Hooks}}
   hook "exec" {
@@ -196,7 +259,7 @@ instance "alloydb" "analytics" {
 `))
 
 // writeDevFiles writes sa.json and agent.hcl into dir and returns the config path.
-func writeDevFiles(dir string, emu *emulator.Emulator, instances []devInstance, hooks bool) (string, error) {
+func writeDevFiles(dir string, emu *emulator.Emulator, instances []devInstance, hooks bool, pgPort int) (string, error) {
 	sa, err := emu.ServiceAccountJSON("dev-agent@dev-proj.iam.gserviceaccount.com")
 	if err != nil {
 		return "", err
@@ -207,8 +270,11 @@ func writeDevFiles(dir string, emu *emulator.Emulator, instances []devInstance, 
 	if err := os.WriteFile(filepath.Join(dir, "hw-password"), []byte(devHuaweiPassword+"\n"), 0o600); err != nil {
 		return "", err
 	}
+	if err := os.WriteFile(filepath.Join(dir, "keystore.pass"), []byte(devKeystorePassword+"\n"), 0o600); err != nil {
+		return "", err
+	}
 	var buf strings.Builder
-	data := map[string]any{"URL": emu.URL(), "HookLog": filepath.Join(dir, "hooks.log"), "Instances": instances, "Hooks": hooks,
+	data := map[string]any{"URL": emu.URL(), "HookLog": filepath.Join(dir, "hooks.log"), "Instances": instances, "Hooks": hooks, "PGPort": pgPort,
 		"HuaweiProject": devHuaweiProject, "GeminiInstance": devGeminiInstance}
 	if err := devConfig.Execute(&buf, data); err != nil {
 		return "", err

@@ -47,7 +47,7 @@ func Status(cfg *config.Config, now time.Time) ([]InstanceStatus, error) {
 		in := &Instance{Name: ci.Name, Renewal: ci.Renewal, NeedsKey: ci.IssuesClientCert(), Spec: ci}
 		st := InstanceStatus{Instance: ci.Name, Type: ci.Type}
 		for i, cs := range ci.Sinks {
-			s, err := newFileSink(ci, cs)
+			s, err := OpenFileSink(ci, cs)
 			if err != nil {
 				return nil, fmt.Errorf("instance %q: %w", ci.Name, err)
 			}

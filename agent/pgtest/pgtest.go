@@ -4,7 +4,8 @@
 // server CA) actually work with libpq.
 //
 // It is an ordinary (non-_test) package so that the tests of any package in the module
-// can import it; production code must never import it.
+// can import it. The only production user is `dbcert-agent dev` (Launch), which starts a
+// throwaway local server for trying the agent out; nothing else may import it.
 //
 // Start skips the calling test when PostgreSQL's server binaries or psql are not
 // available, unless the environment variable DBCERT_E2E=require is set, in which case it

@@ -50,19 +50,53 @@ type owner struct {
 // DBCERT_E2E=require). Any other problem fails t (and the cleanup logs the server log).
 func Start(t testing.TB, o Options) *Server {
 	t.Helper()
+	if err := Available(); err != nil {
+		unavailable(t, err.Error())
+	}
+	s, err := Launch(o)
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	t.Cleanup(func() {
+		failed := t.Failed()
+		logs := s.Logs()
+		if err := s.Close(); err != nil {
+			t.Errorf("pgtest: %v", err)
+		}
+		if failed {
+			t.Logf("pgtest: PostgreSQL server log (%s):\n%s", s.log, logs)
+		}
+	})
+	return s
+}
+
+// Available reports why a server cannot be launched here (nil when it can): missing
+// PostgreSQL binaries or psql, or running as root without a postgres OS user.
+func Available() error {
+	if _, err := findTools(); err != nil {
+		return err
+	}
+	_, err := serverOwner()
+	return err
+}
+
+// Launch is Start without a testing.TB, for `dbcert-agent dev`: the caller must Close
+// the server. On error nothing is left running or on disk, and the error carries the
+// server log.
+func Launch(o Options) (*Server, error) {
 	tl, err := findTools()
 	if err != nil {
-		unavailable(t, err.Error())
+		return nil, err
 	}
 	own, err := serverOwner()
 	if err != nil {
-		unavailable(t, err.Error())
+		return nil, err
 	}
 	if len(o.ServerCertPEM) == 0 || len(o.ServerKeyPEM) == 0 {
-		t.Fatal("pgtest: Options.ServerCertPEM and ServerKeyPEM are required")
+		return nil, errors.New("Options.ServerCertPEM and ServerKeyPEM are required")
 	}
 	if len(o.ClientCAPEM) == 0 && o.HBA == "" {
-		t.Fatal("pgtest: Options.ClientCAPEM is required with the default HBA (clientcert=verify-ca)")
+		return nil, errors.New("Options.ClientCAPEM is required with the default HBA (clientcert=verify-ca)")
 	}
 	hba := o.HBA
 	if hba == "" {
@@ -71,7 +105,7 @@ func Start(t testing.TB, o Options) *Server {
 
 	root, err := makeRoot(own)
 	if err != nil {
-		t.Fatalf("pgtest: %v", err)
+		return nil, err
 	}
 	s := &Server{
 		tools:    tl,
@@ -84,24 +118,20 @@ func Start(t testing.TB, o Options) *Server {
 		clientCA: o.ClientCAPEM,
 	}
 	s.conf = filepath.Join(s.data, "pgtest.conf")
-	t.Cleanup(func() {
-		s.stop()
-		if t.Failed() {
-			t.Logf("pgtest: PostgreSQL server log (%s):\n%s", s.log, s.Logs())
-		}
-		if err := os.RemoveAll(root); err != nil {
-			t.Errorf("pgtest: removing %s: %v", root, err)
-		}
-	})
+	fail := func(err error) (*Server, error) {
+		logs := s.Logs()
+		_ = s.Close()
+		return nil, fmt.Errorf("%w\nserver log (%s):\n%s", err, s.log, logs)
+	}
 
 	for _, d := range []string{s.data, s.tls, filepath.Join(root, "sock")} {
 		if err := mkdirOwned(d, own); err != nil {
-			t.Fatalf("pgtest: %v", err)
+			return fail(err)
 		}
 	}
 	// Empty PGSYSCONFDIR for psql (no pg_service.conf, no system psqlrc).
 	if err := os.Mkdir(filepath.Join(root, "sysconf"), 0o755); err != nil {
-		t.Fatalf("pgtest: %v", err)
+		return fail(err)
 	}
 
 	initdb := exec.Command(tl.initdb, "-D", s.data, "-U", "postgres", "-A", "trust",
@@ -110,17 +140,17 @@ func Start(t testing.TB, o Options) *Server {
 	initdb.Env = cleanEnv()
 	initdb.SysProcAttr = own.sysProcAttr()
 	if out, err := initdb.CombinedOutput(); err != nil {
-		t.Fatalf("pgtest: initdb: %v\n%s", err, out)
+		return fail(fmt.Errorf("initdb: %v\n%s", err, out))
 	}
 
 	if err := writeOwned(filepath.Join(s.data, "pg_hba.conf"), []byte(hba), own); err != nil {
-		t.Fatalf("pgtest: %v", err)
+		return fail(err)
 	}
 	if err := s.writeTLSFiles(o.ServerCertPEM, o.ServerKeyPEM, o.ClientCAPEM, own); err != nil {
-		t.Fatalf("pgtest: %v", err)
+		return fail(err)
 	}
 	if err := s.writeConf(own); err != nil {
-		t.Fatalf("pgtest: %v", err)
+		return fail(err)
 	}
 	f, err := os.OpenFile(filepath.Join(s.data, "postgresql.conf"), os.O_WRONLY|os.O_APPEND, 0)
 	if err == nil {
@@ -130,22 +160,22 @@ func Start(t testing.TB, o Options) *Server {
 		}
 	}
 	if err != nil {
-		t.Fatalf("pgtest: postgresql.conf: %v", err)
+		return fail(fmt.Errorf("postgresql.conf: %w", err))
 	}
 
 	want, _ := expectedView(o.ServerCertPEM, o.ClientCAPEM)
 	for attempt := 1; ; attempt++ {
 		port, err := freePort()
 		if err != nil {
-			t.Fatalf("pgtest: %v", err)
+			return fail(err)
 		}
 		logStart := fileSize(s.log)
 		if err := s.launch(port, own); err != nil {
-			t.Fatalf("pgtest: starting postgres: %v", err)
+			return fail(fmt.Errorf("starting postgres: %w", err))
 		}
 		err = s.waitReady(want)
 		if err == nil {
-			return s
+			return s, nil
 		}
 		s.stop()
 		logs := s.Logs()
@@ -153,8 +183,17 @@ func Start(t testing.TB, o Options) *Server {
 			s.stopped = false // retry with another port
 			continue
 		}
-		t.Fatalf("pgtest: PostgreSQL did not become ready: %v (server log follows)", err)
+		return fail(fmt.Errorf("PostgreSQL did not become ready: %v", err))
 	}
+}
+
+// Close stops the server and removes its files. It is safe to call more than once.
+func (s *Server) Close() error {
+	s.stop()
+	if err := os.RemoveAll(s.root); err != nil {
+		return fmt.Errorf("removing %s: %w", s.root, err)
+	}
+	return nil
 }
 
 // launch starts the postmaster on port.
