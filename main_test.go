@@ -601,8 +601,10 @@ func TestRunRotatesUnderPsqlLoad(t *testing.T) {
 	if n := len(hookRuns(t, hooks)); n != issued {
 		t.Errorf("hook ran %d times for %d certificates", n, issued)
 	}
-	if ok < 200 {
-		t.Errorf("only %d psql connections in 70s", ok)
+	// Not a speed check (the machine is shared): enough connections that several fell
+	// within each certificate's life, so every rotation happened under load.
+	if ok < 5*issued {
+		t.Errorf("only %d psql connections for %d certificates; the load did not span the rotations", ok, issued)
 	}
 }
 
