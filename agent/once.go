@@ -45,6 +45,15 @@ func (e *RunError) Error() string {
 	return fmt.Sprintf("%d of %d instances failed: %s", len(e.Failed), e.Total, strings.Join(names, ", "))
 }
 
+// Unwrap returns the instances' errors, so errors.Is and errors.As see through a run.
+func (e *RunError) Unwrap() []error {
+	errs := make([]error, len(e.Failed))
+	for i, f := range e.Failed {
+		errs[i] = f
+	}
+	return errs
+}
+
 // Once fetches and writes every selected instance (up to Options.Parallel at a time),
 // runs hooks where files changed, and returns a *RunError naming the instances that
 // failed. An instance whose files are complete, matching and not yet due is skipped

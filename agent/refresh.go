@@ -91,6 +91,9 @@ func (a *Agent) fetch(ctx context.Context, in *Instance, prev *bundle.Bundle, lo
 	if in.Err != nil {
 		return nil, in.Err
 	}
+	if err := preflight(in); err != nil {
+		return nil, err
+	}
 	// One key for the whole refresh: retries of the same request use the same key (and
 	// so AlloyDB reuses its requestId and the server can deduplicate).
 	var key crypto.Signer
@@ -126,6 +129,26 @@ func (a *Agent) fetch(ctx context.Context, in *Instance, prev *bundle.Bundle, lo
 			return nil, fmt.Errorf("gave up: %w", err)
 		}
 	}
+}
+
+// preflighter is a Sink that can tell, before anything is fetched, that a write would be
+// refused (a file the agent did not create sits at one of its names).
+type preflighter interface {
+	Preflight(clientCert bool) error
+}
+
+// preflight asks every sink that can whether a write would be refused, so a refusal that
+// only the operator can mend costs no API call (and no certificate). Its error is
+// permanent: retrying cannot help until someone removes the file.
+func preflight(in *Instance) error {
+	for _, s := range in.Sinks {
+		if p, ok := s.(preflighter); ok {
+			if err := p.Preflight(in.NeedsKey); err != nil {
+				return fmt.Errorf("writing files is not possible, so nothing was fetched: %w", err)
+			}
+		}
+	}
+	return nil
 }
 
 // fetchWith makes one Fetch with the given key and verifies the result.

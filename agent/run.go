@@ -295,6 +295,9 @@ func (d *daemon) fetch(ctx context.Context, in *Instance, st *loopState) (*bundl
 	if in.Err != nil {
 		return nil, in.Err
 	}
+	if err := preflight(in); err != nil {
+		return nil, err
+	}
 	// Waiting for a key or a slot is waiting for others, not a step of ours.
 	st.hb.waiting("waiting for a key or an API slot")
 	var key crypto.Signer
