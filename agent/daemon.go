@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto"
 	"fmt"
+	"os"
 	"path/filepath"
 	"reflect"
 	"runtime"
@@ -442,7 +443,7 @@ func watchConfig(ctx context.Context, path string, reloads chan struct{}, wg *sy
 				if !ok {
 					return
 				}
-				if filepath.Clean(ev.Name) == abs {
+				if filepath.Clean(ev.Name) == abs || isLinkHead(abs, ev.Name) {
 					timer = time.After(debounce)
 				}
 			case <-w.Errors:
@@ -454,6 +455,19 @@ func watchConfig(ctx context.Context, path string, reloads chan struct{}, wg *sy
 		}
 	}()
 	return nil
+}
+
+// isLinkHead reports whether name, in the config file's directory, is the first step of
+// the config file's relative symlink: a Kubernetes ConfigMap volume updates agent.hcl
+// (a link to ..data/agent.hcl) by swapping the ..data link, and no event names
+// agent.hcl itself.
+func isLinkHead(config, name string) bool {
+	target, err := os.Readlink(config)
+	if err != nil || filepath.IsAbs(target) || filepath.Dir(filepath.Clean(name)) != filepath.Dir(config) {
+		return false
+	}
+	head, _, _ := strings.Cut(filepath.ToSlash(filepath.Clean(target)), "/")
+	return head != "." && head != ".." && filepath.Base(name) == head
 }
 
 type nopObserver struct{}
