@@ -91,7 +91,7 @@ build_binary() {
 	shift
 	echo "==> dbcert-agent $VERSION (commit $COMMIT) for linux/$goarch"
 	CGO_ENABLED=0 GOOS=linux GOARCH=$goarch go build -trimpath "$@" \
-		-ldflags "-s -w -X main.version=$VERSION -X main.commit=$COMMIT" \
+		-ldflags "-s -w -X main.version=$VERSION -X main.commit=$COMMIT -X github.com/dbcert-agent/dbcert-agent/agent/wire.version=$VERSION" \
 		-o "$dest" .
 }
 
