@@ -5,7 +5,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -18,26 +17,6 @@ import (
 
 	"github.com/dbcert-agent/dbcert-agent/agent/emulator"
 )
-
-// runAgentEnv runs the binary with extra environment variables.
-func runAgentEnv(t *testing.T, extraEnv []string, args ...string) result {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, binary, args...)
-	cmd.Env = append(append(os.Environ(), "DBCERT_AGENT_CONFIG="), extraEnv...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("running %v: %v", args, err)
-	}
-	return result{code, out.String(), errb.String()}
-}
 
 // TestHookGetsCleanEnvironment: a real hook prints its environment (into the agent's
 // log, which captures hook output, and into a file) while the agent holds a secret in

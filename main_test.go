@@ -128,10 +128,16 @@ type result struct {
 
 func runAgent(t *testing.T, args ...string) result {
 	t.Helper()
+	return runAgentEnv(t, nil, args...)
+}
+
+// runAgentEnv runs the binary with extra environment variables.
+func runAgentEnv(t *testing.T, extraEnv []string, args ...string) result {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, binary, args...)
-	cmd.Env = append(os.Environ(), "DBCERT_AGENT_CONFIG=")
+	cmd.Env = append(append(os.Environ(), "DBCERT_AGENT_CONFIG="), extraEnv...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
