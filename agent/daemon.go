@@ -166,18 +166,20 @@ func (d *daemon) announce(ctx context.Context) {
 	for {
 		changed := d.ready.changedCh()
 		now := d.a.now()
+		// STATUS= first, so it is current when READY=1 arrives.
+		line := d.ready.statusLine(now)
+		if line != last {
+			last = line
+			d.notify(func(n Notifier) error { return n.Status(line) })
+		}
 		if d.ready.announce(now) {
 			d.notify(Notifier.Ready)
-			if failed := d.ready.statusLine(now); strings.Contains(failed, "failed permanently") {
-				d.a.log.Warn("ready, but some instances failed permanently and have no valid files", "status", failed)
+			if strings.Contains(line, "failed permanently") {
+				d.a.log.Warn("ready, but some instances failed permanently and have no valid files", "status", line)
 			} else {
 				d.a.log.Info("ready: every instance has valid files")
 			}
 			releaseMemory()
-		}
-		if line := d.ready.statusLine(now); line != last {
-			last = line
-			d.notify(func(n Notifier) error { return n.Status(line) })
 		}
 		var expiry <-chan time.Time
 		if t := d.ready.nextExpiry(now); !t.IsZero() {

@@ -202,6 +202,9 @@ func MySQL(ctx context.Context, c net.Conn, cfg *tls.Config, user, database stri
 		return nil, Outcome{}, handshakeError(err)
 	}
 	st := tc.ConnectionState()
+	if err := awaitRejection(ctx, tc); err != nil {
+		return &st, Outcome{}, err
+	}
 
 	if user == "" {
 		user = "root"
@@ -226,6 +229,42 @@ func MySQL(ctx context.Context, c net.Conn, cfg *tls.Config, user, database stri
 		return &st, Outcome{Accepted: true, Detail: detail}, nil
 	}
 	return &st, Outcome{Accepted: true}, nil
+}
+
+// rejectionWindow is how long awaitRejection listens for the server's verdict on the
+// client certificate before the client speaks.
+const rejectionWindow = 500 * time.Millisecond
+
+// awaitRejection listens briefly after a TLS 1.3 handshake, where the server checks the
+// client certificate only after the client's Finished: a server that refuses it sends an
+// alert and closes, and a client that wrote first would see only "connection reset".
+// A server that accepted the certificate says nothing (MySQL waits for the handshake
+// response), so the read times out and the connection is used as before.
+func awaitRejection(ctx context.Context, tc *tls.Conn) error {
+	if tc.ConnectionState().Version < tls.VersionTLS13 {
+		return nil // TLS 1.2 verifies the client certificate inside the handshake
+	}
+	until := time.Now().Add(rejectionWindow)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(until) {
+		until = dl
+	}
+	if err := tc.SetReadDeadline(until); err != nil {
+		return err
+	}
+	var one [1]byte
+	n, err := tc.Read(one[:])
+	var ne net.Error
+	switch {
+	case n > 0:
+		return errors.New("the server sent data before the handshake response")
+	case err != nil && !(errors.As(err, &ne) && ne.Timeout()):
+		return tlsAlertError("after the TLS handshake", err)
+	}
+	var reset time.Time
+	if dl, ok := ctx.Deadline(); ok {
+		reset = dl
+	}
+	return tc.SetReadDeadline(reset)
 }
 
 func readMyPacket(r *bufio.Reader) (seq byte, payload []byte, err error) {
