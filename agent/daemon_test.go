@@ -747,3 +747,36 @@ func TestGoneFilesAreNotReady(t *testing.T) {
 	clock.Advance(5 * time.Minute) // past any backoff
 	eventually(t, 5*time.Second, "new files", func() bool { ok, _ := d.a.Ready(); return ok })
 }
+
+// TestCurrentAcrossTokenAndPlainSinks: an instance whose first sink writes only the
+// certificate files and whose second also writes the login token reads back as one
+// valid set (the token comes from the sink that stores it), not as "different files".
+func TestCurrentAcrossTokenAndPlainSinks(t *testing.T) {
+	ca, err := sharedTestCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := bundle.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	b := ca.issue(t, key, now.Add(-time.Minute), time.Hour)
+	withToken := *b
+	withToken.LoginToken = "login-token"
+	plain, tokened := &memSink{b: b}, &memSink{b: &withToken}
+	in := &Instance{Name: "orders", NeedsKey: true, Sinks: []Sink{plain, tokened}}
+	a := NewWithInstances([]*Instance{in}, Options{})
+	got, err := a.current(in, now)
+	if err != nil {
+		t.Fatalf("current: %v", err)
+	}
+	if got.LoginToken.Reveal() != "login-token" {
+		t.Errorf("login token not taken from the sink that stores it")
+	}
+	other := ca.issue(t, key, now.Add(-time.Minute), time.Hour)
+	in.Sinks = []Sink{plain, &memSink{b: other}}
+	if _, err := a.current(in, now); err == nil {
+		t.Error("sinks with different certificates read as one set")
+	}
+}

@@ -38,8 +38,12 @@ func (a *Agent) current(in *Instance, now time.Time) (*bundle.Bundle, error) {
 			first = b
 			continue
 		}
-		if !bundle.Equal(first, b) {
+		// Sinks hold the same material; only some store the login token (token/.pgpass).
+		if !sameMaterial(first, b) {
 			return nil, fmt.Errorf("sink %d holds different files than sink 1", i+1)
+		}
+		if first.LoginToken == "" && b.LoginToken != "" {
+			first.LoginToken = b.LoginToken
 		}
 	}
 	if first == nil {
