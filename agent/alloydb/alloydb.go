@@ -301,9 +301,7 @@ func (p *Provider) Fetch(ctx context.Context, key crypto.Signer) (*bundle.Bundle
 	if p.infoURL != "" {
 		b.Host, b.DNSName = info.address(p.ipType), info.PSCDNSName
 		if p.needHost && b.Host == "" {
-			return nil, gapi.BadResponse(CallConnectionInfo, p.infoTarget,
-				fmt.Errorf("the instance has no address for ip_type %q; it has %s", p.ipType, info.describe()),
-				"set ip_type to one the instance has, or set host in the connection block")
+			return nil, gapi.NoAddress(CallConnectionInfo, p.infoTarget, p.ipType, info.address)
 		}
 	}
 	return b, nil
@@ -328,19 +326,6 @@ func (c connectionInfo) address(ipType string) string {
 		return strings.TrimSuffix(cmp.Or(c.PSCDNSName, c.PSCDNSNameSnake), ".")
 	}
 	return cmp.Or(c.PublicIPAddress, c.PublicIPAddressSnake)
-}
-
-func (c connectionInfo) describe() string {
-	var have []string
-	for _, t := range []string{"public", "private", "psc"} {
-		if a := c.address(t); a != "" {
-			have = append(have, t+" "+a)
-		}
-	}
-	if len(have) == 0 {
-		return "no address at all"
-	}
-	return strings.Join(have, ", ")
 }
 
 // explainInfo puts AlloyDB's words into the hints of a failed connectionInfo.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/dbcert-agent/dbcert-agent/agent/bundle"
+	"github.com/dbcert-agent/dbcert-agent/agent/gapi"
 )
 
 // FuzzDecodeResponses: any generateClientCertificate and connectionInfo bodies either
@@ -43,7 +44,7 @@ func FuzzDecodeResponses(f *testing.F) {
 			for _, typ := range []string{"public", "private", "psc"} {
 				_ = ci.address(typ)
 			}
-			_ = ci.describe()
+			_ = gapi.NoAddress("c", "t", "public", ci.address)
 		}
 		var r generateResponse
 		if json.Unmarshal(body, &r) != nil {

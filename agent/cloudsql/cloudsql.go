@@ -280,9 +280,7 @@ func (p *Provider) Fetch(ctx context.Context, key crypto.Signer) (*bundle.Bundle
 		})
 	}
 	if p.needIP && b.Host == "" && !sqlServer {
-		return nil, gapi.BadResponse(CallConnectSettings, p.target,
-			fmt.Errorf("the instance has no address for ip_type %q; it has %s", cmp.Or(p.ipType, "public"), settings.describe()),
-			"set ip_type to one the instance has, or set host in the connection block")
+		return nil, gapi.NoAddress(CallConnectSettings, p.target, cmp.Or(p.ipType, "public"), settings.address)
 	}
 	return b, nil
 }
@@ -313,20 +311,6 @@ func (cs connectSettings) address(ipType string) string {
 		}
 	}
 	return ""
-}
-
-// describe lists the addresses the instance has, by ip_type, for errors.
-func (cs connectSettings) describe() string {
-	var have []string
-	for _, t := range []string{"public", "private", "psc"} {
-		if a := cs.address(t); a != "" {
-			have = append(have, t+" "+a)
-		}
-	}
-	if len(have) == 0 {
-		return "no usable address at all"
-	}
-	return strings.Join(have, ", ")
 }
 
 // LoginTokenError says the IAM login token for a certificate could not be obtained.

@@ -11,6 +11,8 @@ import (
 	"math/big"
 	"testing"
 	"time"
+
+	"github.com/dbcert-agent/dbcert-agent/agent/gapi"
 )
 
 // FuzzDecodeResponses: any generateEphemeralCert and connectSettings bodies either make
@@ -50,7 +52,7 @@ func FuzzDecodeResponses(f *testing.F) {
 		for _, typ := range []string{"", "public", "private", "psc"} {
 			_ = cs.address(typ)
 		}
-		_ = cs.describe()
+		_ = gapi.NoAddress("c", "t", "public", cs.address)
 		p := &Provider{target: "p/i"}
 		b, err := p.assemble(key, cr, cs)
 		if err != nil {

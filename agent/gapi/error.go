@@ -109,6 +109,27 @@ func (e *Error) Retryable() bool { return apierr.RetryableStatus(e.Code) }
 // 0 when it gave none.
 func (e *Error) RetryAfter() time.Duration { return e.retryAfter }
 
+// IPTypes are the connection ip_type values, in the order NoAddress lists them.
+var IPTypes = []string{"public", "private", "psc"}
+
+// NoAddress makes the permanent error for an instance that has no address of ipType
+// where one is needed (connection files, .pgpass): it names the ip_type and lists the
+// addresses the instance does have, which address gives for each of IPTypes.
+func NoAddress(call, target, ipType string, address func(ipType string) string) *Error {
+	var have []string
+	for _, t := range IPTypes {
+		if a := address(t); a != "" {
+			have = append(have, t+" "+a)
+		}
+	}
+	if len(have) == 0 {
+		have = []string{"no usable address at all"}
+	}
+	return BadResponse(call, target,
+		fmt.Errorf("the instance has no address for ip_type %q; it has %s", ipType, strings.Join(have, ", ")),
+		"set ip_type to one the instance has, or set host in the connection block")
+}
+
 // BadResponse makes the permanent error for a 2xx response the caller could not use
 // (missing field, certificate that does not parse or does not match). cause says what
 // was wrong and is wrapped; hint says what to do (may be empty).
