@@ -245,11 +245,7 @@ func TestClientsPostgres(t *testing.T) {
 	pemDir := filepath.Join(e.dir, "out", "orders")
 	home := e.home
 	libpqDir := filepath.Join(home, ".postgresql")
-	pass := filepath.Join(e.dir, "keystore.pass")
-	const password = "s3cret-store"
-	if err := os.WriteFile(pass, []byte(password+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	pass := writeKeystorePassword(t, e.dir)
 	cfg := e.config(fmt.Sprintf(`
 instance "cloudsql" "orders" {
   project      = %q
@@ -345,16 +341,16 @@ instance "cloudsql" "orders" {
 			// the sinks' PKCS#12 library names the key entry "1"; until keystore.p12 has
 			// the alias "user", this subtest says so and skips.
 			if out, err := runClient(t, clientEnv(t.TempDir()), "", "keytool", "-list", "-keystore", p("keystore.p12"),
-				"-storetype", "PKCS12", "-storepass", password, "-alias", "user"); err != nil {
+				"-storetype", "PKCS12", "-storepass", keystorePassword, "-alias", "user"); err != nil {
 				t.Skipf("KNOWN GAP: keystore.p12 has no key entry with the alias \"user\" that pgjdbc looks up: %s", out)
 			}
-			return j(t, nil, pgURL+"&sslkey="+p("keystore.p12")+"&sslrootcert="+p("ca.pem"), serialSQL, "sslpassword="+password)
+			return j(t, nil, pgURL+"&sslkey="+p("keystore.p12")+"&sslrootcert="+p("ca.pem"), serialSQL, "sslpassword="+keystorePassword)
 		}},
 		{"pgjdbc JSSE key and trust stores", func(t *testing.T) (string, error) {
 			j := javaHelper(t, "/usr/share/java/postgresql.jar")
 			return j(t, []string{
-				"-Djavax.net.ssl.keyStore=" + p("keystore.p12"), "-Djavax.net.ssl.keyStoreType=PKCS12", "-Djavax.net.ssl.keyStorePassword=" + password,
-				"-Djavax.net.ssl.trustStore=" + p("truststore.p12"), "-Djavax.net.ssl.trustStoreType=PKCS12", "-Djavax.net.ssl.trustStorePassword=" + password,
+				"-Djavax.net.ssl.keyStore=" + p("keystore.p12"), "-Djavax.net.ssl.keyStoreType=PKCS12", "-Djavax.net.ssl.keyStorePassword=" + keystorePassword,
+				"-Djavax.net.ssl.trustStore=" + p("truststore.p12"), "-Djavax.net.ssl.trustStoreType=PKCS12", "-Djavax.net.ssl.trustStorePassword=" + keystorePassword,
 			}, fmt.Sprintf("jdbc:postgresql://%s:%s/postgres?user=postgres&ssl=true&sslfactory=org.postgresql.ssl.DefaultJavaSSLFactory", host, port), serialSQL)
 		}},
 		{"pgjdbc $JDBC_URL", func(t *testing.T) (string, error) {
@@ -537,11 +533,7 @@ func TestClientsMySQL(t *testing.T) {
 	}
 	my := mysqltest.Start(t, mysqltest.Options{ServerCertPEM: srvCert, ServerKeyPEM: srvKey, ClientCAPEM: e.emu.ClientCAPEM()})
 	dir := filepath.Join(e.dir, "out", "shop")
-	pass := filepath.Join(e.dir, "keystore.pass")
-	const password = "s3cret-store"
-	if err := os.WriteFile(pass, []byte(password+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	pass := writeKeystorePassword(t, e.dir)
 	cfg := e.config(fmt.Sprintf(`
 instance "cloudsql" "shop" {
   project      = %q
@@ -578,7 +570,7 @@ instance "cloudsql" "shop" {
 			j := javaHelper(t, "/usr/share/java/mariadb-java-client.jar")
 			url := fmt.Sprintf("jdbc:mariadb://127.0.0.1:%d/%s?user=%s&useSsl=true&disableSslHostnameVerification=true"+
 				"&keyStore=file:%s&keyStoreType=PKCS12&keyStorePassword=%s&trustStore=file:%s&trustStoreType=PKCS12&trustStorePassword=%s",
-				my.Port(), my.Database(), my.User(), p("keystore.p12"), password, p("truststore.p12"), password)
+				my.Port(), my.Database(), my.User(), p("keystore.p12"), keystorePassword, p("truststore.p12"), keystorePassword)
 			return j(t, nil, url, "SELECT VARIABLE_VALUE FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME = 'Ssl_version'")
 		}},
 	}
@@ -649,4 +641,17 @@ func TestDevWithoutPostgres(t *testing.T) {
 	if strings.Contains(out.String(), "psql service=orders") {
 		t.Errorf("dev without PostgreSQL printed a psql command that cannot connect:\n%s", out.String())
 	}
+}
+
+// keystorePassword protects the test keystores; writeKeystorePassword writes it (with
+// the trailing newline an editor leaves, which the agent trims) to dir/keystore.pass.
+const keystorePassword = "s3cret-store"
+
+func writeKeystorePassword(t *testing.T, dir string) string {
+	t.Helper()
+	pass := filepath.Join(dir, "keystore.pass")
+	if err := os.WriteFile(pass, []byte(keystorePassword+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return pass
 }
