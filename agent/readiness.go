@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -125,32 +126,62 @@ func (r *readiness) announce(now time.Time) bool {
 }
 
 // statusLine is the STATUS= text at now: how many instances have valid files, and the
-// names of those that do not, the permanently failed ones apart.
+// names of those that do not, the permanently failed ones apart. Each list names at most
+// statusNames instances (the first by name) and counts the rest, so the line stays short
+// and cheap to build with thousands of instances: it is rebuilt at every change.
 func (r *readiness) statusLine(now time.Time) string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var valid int
-	var failed, waiting []string
+	var failed, waiting firstNames
 	for name, s := range r.inst {
 		switch {
 		case s.valid(now):
 			valid++
 		case s.failed != "":
-			failed = append(failed, name)
+			failed.add(name)
 		default:
-			waiting = append(waiting, name)
+			waiting.add(name)
 		}
 	}
-	sort.Strings(failed)
-	sort.Strings(waiting)
 	line := fmt.Sprintf("%d of %d instance(s) with valid files", valid, len(r.inst))
-	if len(failed) > 0 {
-		line += "; failed permanently (see the log): " + strings.Join(failed, ", ")
+	if failed.n > 0 {
+		line += "; failed permanently (see the log): " + failed.String()
 	}
-	if len(waiting) > 0 {
-		line += "; waiting for files: " + strings.Join(waiting, ", ")
+	if waiting.n > 0 {
+		line += "; waiting for files: " + waiting.String()
 	}
 	return line
+}
+
+// statusNames is how many names a list of STATUS= shows.
+const statusNames = 10
+
+// firstNames keeps the statusNames smallest names added, in order, and counts all.
+type firstNames struct {
+	names []string
+	n     int
+}
+
+func (f *firstNames) add(name string) {
+	f.n++
+	if len(f.names) == statusNames && name >= f.names[statusNames-1] {
+		return
+	}
+	i, _ := slices.BinarySearch(f.names, name)
+	if len(f.names) == statusNames {
+		f.names = f.names[:statusNames-1]
+	}
+	f.names = slices.Insert(f.names, i, name)
+}
+
+// String is "a, b, c", or "a, …, j and 5 more" when more were added than it keeps.
+func (f *firstNames) String() string {
+	s := strings.Join(f.names, ", ")
+	if more := f.n - len(f.names); more > 0 {
+		s += fmt.Sprintf(" and %d more", more)
+	}
+	return s
 }
 
 // nextExpiry is the earliest end of validity after now among valid instances (zero:

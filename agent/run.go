@@ -47,6 +47,10 @@ type RunOptions struct {
 	// duration share one key (share_keys; see sharedkeys.go).
 	APIRate   config.Rate
 	ShareKeys bool
+	// SteadyGCPercent, when not 0, is the garbage collector's target (see
+	// debug.SetGCPercent) set once every instance has files, before the memory of the
+	// start-up burst is returned to the operating system; 0 leaves it alone.
+	SteadyGCPercent int
 }
 
 // Observer is told what the daemon does, for metrics and readiness. Methods must be

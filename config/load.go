@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -140,6 +141,11 @@ type loader struct {
 
 	google map[string]*GoogleCredentials
 	huawei map[string]*HuaweiCredentials
+
+	// schemas caches gohcl.ImpliedBodySchema by file struct type: checkSchema runs for
+	// every block, and a config with a thousand instances would otherwise derive the same
+	// schemas by reflection a thousand times.
+	schemas map[reflect.Type]*hcl.BodySchema
 }
 
 func (l *loader) add(d ...*hcl.Diagnostic) { l.diags = append(l.diags, d...) }
@@ -544,13 +550,27 @@ func (l *loader) loginTokensOK(in *Instance, rng hcl.Range) bool {
 func (l *loader) checkSchema(body hcl.Body, parts ...any) bool {
 	var schema hcl.BodySchema
 	for _, p := range parts {
-		s, _ := gohcl.ImpliedBodySchema(p)
+		s := l.schemaOf(p)
 		schema.Attributes = append(schema.Attributes, s.Attributes...)
 		schema.Blocks = append(schema.Blocks, s.Blocks...)
 	}
 	_, ds := body.Content(&schema)
 	l.add(ds...)
 	return !ds.HasErrors()
+}
+
+// schemaOf is gohcl.ImpliedBodySchema(p), derived once per type.
+func (l *loader) schemaOf(p any) *hcl.BodySchema {
+	t := reflect.TypeOf(p)
+	if s, ok := l.schemas[t]; ok {
+		return s
+	}
+	s, _ := gohcl.ImpliedBodySchema(p)
+	if l.schemas == nil {
+		l.schemas = map[reflect.Type]*hcl.BodySchema{}
+	}
+	l.schemas[t] = s
+	return s
 }
 
 func (l *loader) cloudSQL(f *fileCloudSQL) *CloudSQL {
