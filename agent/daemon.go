@@ -179,7 +179,7 @@ func (d *daemon) announce(ctx context.Context) {
 			} else {
 				d.a.log.Info("ready: every instance has valid files")
 			}
-			releaseMemory(d.o.SteadyGCPercent)
+			releaseMemory()
 		}
 		var expiry <-chan time.Time
 		if t := d.ready.nextExpiry(now); !t.IsZero() {
@@ -493,11 +493,5 @@ func (d *daemon) reloadLimit() time.Duration {
 }
 
 // releaseMemory gives back what the start-up burst of refreshes (keys, TLS, JSON) used,
-// once every instance has files, after setting the collector's steady target (0: leave
-// it).
-func releaseMemory(steadyGCPercent int) {
-	if steadyGCPercent != 0 {
-		debug.SetGCPercent(steadyGCPercent)
-	}
-	debug.FreeOSMemory()
-}
+// once every instance has files.
+func releaseMemory() { debug.FreeOSMemory() }

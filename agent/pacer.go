@@ -405,5 +405,5 @@ func (m *Metrics) Pace(credentials string, perSecond float64) {
 // urgent reports whether a loop's request must not wait behind renewals that can: it
 // has no valid files, or less than a sixth of their lifetime left.
 func urgent(st *loopState, now time.Time) bool {
-	return st.cur == nil || st.cur.NotAfter().Sub(now) < st.cur.Lifetime()/6
+	return st.cur == nil || st.cur.sched.NotAfter().Sub(now) < st.cur.sched.Lifetime()/6
 }

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"crypto"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -47,10 +48,6 @@ type RunOptions struct {
 	// duration share one key (share_keys; see sharedkeys.go).
 	APIRate   config.Rate
 	ShareKeys bool
-	// SteadyGCPercent, when not 0, is the garbage collector's target (see
-	// debug.SetGCPercent) set once every instance has files, before the memory of the
-	// start-up burst is returned to the operating system; 0 leaves it alone.
-	SteadyGCPercent int
 }
 
 // Observer is told what the daemon does, for metrics and readiness. Methods must be
@@ -101,9 +98,9 @@ type loop struct {
 
 // loopState is what one loop remembers between iterations. Owned by its goroutine.
 type loopState struct {
-	cur     *bundle.Bundle // what is on disk and valid (nil: nothing valid)
-	jitter  float64        // drawn once per certificate
-	retryAt time.Time      // set after a failure
+	cur     *held     // what is on disk and valid (nil: nothing valid)
+	jitter  float64   // drawn once per certificate
+	retryAt time.Time // set after a failure
 	attempt int
 	hold    time.Time // rate limit: no refresh before this
 	forced  bool      // a trigger (the schedule) asked for a refresh
@@ -119,7 +116,7 @@ type loopState struct {
 	failed string
 	// wrote is the last bundle this loop wrote (or tried to), to tell its own files
 	// from another process's.
-	wrote *bundle.Bundle
+	wrote *held
 	// warnedRenew: the renew_before warning was logged for this instance.
 	warnedRenew bool
 }
@@ -138,10 +135,10 @@ func (d *daemon) loop(ctx context.Context, l *loop) {
 	defer st.keys.close()
 	if cur, err := a.current(in, now); err == nil {
 		d.cas.intern(cur)
-		st.cur = cur
+		st.keys.adopt(cur.Key, cur.Start())
+		st.cur = hold(cur, st.keys.cur)
 		d.checkRenewBefore(in, st, cur, log)
 		st.bucket.setLifetime(cur.Lifetime())
-		st.keys.adopt(cur.Key, cur.Start())
 		if at := in.renewAt(cur, st.jitter); at.After(now) {
 			st.keyAt = now.Add(at.Sub(now) / 2)
 		}
@@ -205,9 +202,9 @@ func (d *daemon) due(in *Instance, st *loopState, now time.Time) time.Time {
 	case st.cur == nil:
 		t = now
 	case !in.NeedsKey:
-		t = in.nextDownload(st.cur, now) // zero without a schedule
+		t = in.nextDownload(st.cur.sched, now) // zero without a schedule
 	default:
-		t = in.renewAt(st.cur, st.jitter)
+		t = in.renewAt(st.cur.sched, st.jitter)
 	}
 	if st.retryAt.IsZero() && !st.schedAt.IsZero() && (t.IsZero() || st.schedAt.Before(t)) {
 		t = st.schedAt
@@ -264,14 +261,14 @@ func (d *daemon) refresh(ctx context.Context, l *loop, st *loopState, log *slog.
 	// Writes and hooks are not cut short by shutdown.
 	wctx := context.WithoutCancel(ctx)
 	st.hb.busy("writing files", writeAllowance)
-	st.wrote = b
+	st.wrote = hold(b, st.keys.cur)
 	changed, err := a.write(wctx, in, b)
 	if err != nil {
 		d.failed(in, st, err, reasonWrite, log)
 		return
 	}
-	prev := st.cur
-	st.cur, st.retryAt, st.attempt, st.jitter, st.failed = b, time.Time{}, 0, a.rand(), ""
+	prev := st.cur.times()
+	st.cur, st.retryAt, st.attempt, st.jitter, st.failed = st.wrote, time.Time{}, 0, a.rand(), ""
 	d.checkRenewBefore(in, st, b, log)
 	st.bucket.setLifetime(b.Lifetime())
 	if in.NeedsKey {
@@ -357,11 +354,11 @@ func (d *daemon) failed(in *Instance, st *loopState, err error, reason string, l
 	now := a.now()
 	var left time.Duration
 	if st.cur != nil {
-		left = st.cur.NotAfter().Sub(now)
+		left = st.cur.sched.NotAfter().Sub(now)
 		if left <= 0 {
 			// The files have expired (say the disk stayed full): keep retrying at least
 			// every quarter of their lifetime, so short lifetimes recover quickly too.
-			left = st.cur.Lifetime()
+			left = st.cur.sched.Lifetime()
 		}
 	}
 	ok, after := retryable(err)
@@ -380,7 +377,7 @@ func (d *daemon) failed(in *Instance, st *loopState, err error, reason string, l
 	d.a.obs.Refreshed(in.Name, reason)
 	attrs := []any{"err", err, "retry_in", wait.Round(time.Millisecond), "attempt", st.attempt}
 	if st.cur != nil {
-		attrs = append(attrs, "files_valid_until", fmtTime(st.cur.NotAfter()))
+		attrs = append(attrs, "files_valid_until", fmtTime(st.cur.sched.NotAfter()))
 	}
 	if ok {
 		log.Warn("refresh failed; will retry", attrs...)
@@ -417,12 +414,19 @@ func (d *daemon) repair(ctx context.Context, l *loop, st *loopState, log *slog.L
 		d.report(l.in, st)
 		return
 	}
+	cur, err := st.cur.bundle()
+	if err != nil {
+		log.Error("the files on disk were changed by someone else and the material held in memory is unusable; fetching new files", "err", err)
+		st.cur = nil
+		d.report(l.in, st)
+		return
+	}
 	wctx := context.WithoutCancel(ctx)
 	for _, s := range l.in.Sinks {
 		if _, err := s.Current(); err == nil {
 			continue
 		}
-		if _, err := s.Write(wctx, st.cur); err != nil {
+		if _, err := s.Write(wctx, cur); err != nil {
 			log.Error("sink files were changed by someone else and could not be restored", "sink", fmt.Sprint(s), "err", err)
 			continue
 		}
@@ -441,16 +445,17 @@ func (d *daemon) repair(ctx context.Context, l *loop, st *loopState, log *slog.L
 // were issued later (written by another process); it reports whether it did.
 func (d *daemon) adoptNewer(in *Instance, st *loopState, log *slog.Logger) bool {
 	disk, err := d.a.current(in, d.a.now())
-	if err != nil || sameMaterial(disk, st.cur) {
+	if err != nil || st.cur.same(disk) {
 		return false
 	}
-	own := sameMaterial(disk, st.wrote)
-	if !own && st.cur != nil && !disk.Start().After(st.cur.Start()) {
+	own := st.wrote.same(disk)
+	if !own && st.cur != nil && !disk.Start().After(st.cur.sched.Start()) {
 		return false
 	}
-	st.cur, st.retryAt, st.attempt, st.jitter, st.failed = disk, time.Time{}, 0, d.a.rand(), ""
-	st.bucket.setLifetime(disk.Lifetime())
+	d.cas.intern(disk)
 	st.keys.adopt(disk.Key, disk.Start())
+	st.cur, st.retryAt, st.attempt, st.jitter, st.failed = hold(disk, st.keys.cur), time.Time{}, 0, d.a.rand(), ""
+	st.bucket.setLifetime(disk.Lifetime())
 	msg := "adopted newer files written by another process"
 	if own {
 		// Our own write reached the disk although it reported an error (say, after
@@ -470,8 +475,8 @@ func (d *daemon) report(in *Instance, st *loopState) {
 	if !st.retryAt.IsZero() {
 		next = st.retryAt
 	}
-	d.a.obs.Files(in.Name, st.cur, next)
-	d.ready.set(in.Name, st.cur, st.failed)
+	d.a.obs.Files(in.Name, st.cur.times(), next)
+	d.ready.set(in.Name, st.cur.times(), st.failed)
 }
 
 func fmtTime(t time.Time) string {
@@ -493,15 +498,46 @@ type keySource struct {
 	ch      chan keyResult
 	pending bool
 	wg      sync.WaitGroup
-	cur     crypto.Signer // the key in use, for reuse
+	cur     crypto.Signer // the key in use, kept only when it can be reused (maxAge, shared)
 	born    time.Time
 	gen     func() (crypto.Signer, error) // default bundle.NewKey
 	shared  *sharedKeys                   // share_keys: the agent-wide key instead
 }
 
+// keyResult is a key made ahead of time. It waits encoded (PKCS#8, about 1.2 KB) rather
+// than parsed (about 4.5 KB for RSA-2048) when it can be: with many instances, each
+// holds one from halfway to its renewal on.
 type keyResult struct {
-	key crypto.Signer
+	der []byte
+	key crypto.Signer // when it cannot be encoded
 	err error
+}
+
+// encodeKey is the keyResult for a new key.
+func encodeKey(key crypto.Signer, err error) keyResult {
+	if err != nil {
+		return keyResult{err: err}
+	}
+	if der, err := x509.MarshalPKCS8PrivateKey(key); err == nil {
+		return keyResult{der: der}
+	}
+	return keyResult{key: key}
+}
+
+// signer is the key of r, parsed again when it waited encoded.
+func (r keyResult) signer() (crypto.Signer, error) {
+	if r.err != nil || r.der == nil {
+		return r.key, r.err
+	}
+	k, err := x509.ParsePKCS8PrivateKey(r.der)
+	if err != nil {
+		return nil, fmt.Errorf("decoding the key made ahead of time: %w", err)
+	}
+	signer, ok := k.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("the key made ahead of time is a %T, not a signer", k)
+	}
+	return signer, nil
 }
 
 func newKeySource(maxAge time.Duration, sem chan struct{}) *keySource {
@@ -530,13 +566,17 @@ func (k *keySource) prepare(now time.Time) {
 		k.sem <- struct{}{}
 		key, err := gen()
 		<-k.sem
-		k.ch <- keyResult{key, err}
+		k.ch <- encodeKey(key, err)
 	}()
 }
 
-// adopt records the key found on disk and when it was (at the latest) made.
+// adopt records the key found on disk and when it was (at the latest) made, when it
+// can be reused.
 func (k *keySource) adopt(key crypto.Signer, born time.Time) {
-	k.cur, k.born = key, born
+	k.cur, k.born = nil, born
+	if k.maxAge > 0 {
+		k.cur = key
+	}
 }
 
 // get returns the key for the next certificate.
@@ -555,11 +595,15 @@ func (k *keySource) get(ctx context.Context, now time.Time) (crypto.Signer, erro
 	select {
 	case r := <-k.ch:
 		k.pending = false
-		if r.err != nil {
-			return nil, r.err
+		key, err := r.signer()
+		if err != nil {
+			return nil, err
 		}
-		k.cur, k.born = r.key, now
-		return r.key, nil
+		k.born = now
+		if k.maxAge > 0 {
+			k.cur = key
+		}
+		return key, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}

@@ -1,0 +1,122 @@
+package agent
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/x509"
+	"fmt"
+
+	"github.com/dbcert-agent/dbcert-agent/agent/bundle"
+)
+
+// held is what a loop keeps, between refreshes, of the material its files hold: what
+// scheduling, readiness and metrics read, plus enough to rebuild the whole bundle when
+// a repair (restoring deleted files) needs it. Parsed, a bundle costs about 10 KB per
+// instance (the leaf certificate about 6 KB, an RSA key about 4.5 KB); held keeps the
+// certificates' DER and validity times, the key as PKCS#8 DER unless it is shared
+// (share_keys, key_rotation: the loop's key source holds that key anyway), and the CAs
+// as the interned copies every instance with the same CA shares: about 2.5 KB.
+type held struct {
+	// sched is the bundle as scheduling sees it: every field of the original except
+	// Key (nil) and the chain, whose certificates carry only Raw, NotBefore and
+	// NotAfter. It serves the Bundle methods about times, HasClientCert, CANotAfter and
+	// leaf equality (Raw); never a sink or a verification.
+	sched *bundle.Bundle
+	key   crypto.Signer // a key kept as is (shared with the key source); else keyDER
+	// keyDER is the PKCS#8 encoding of a key of the instance's own.
+	keyDER []byte
+}
+
+// hold keeps b in little memory. keep is a key that b may carry which is held
+// elsewhere anyway (the key source's key, to reuse); it is kept as a pointer. A key that
+// cannot be encoded as PKCS#8 (not RSA, ECDSA or Ed25519) is kept as is too.
+func hold(b *bundle.Bundle, keep crypto.Signer) *held {
+	if b == nil {
+		return nil
+	}
+	s := *b
+	s.Key = nil
+	s.Chain = make([]*x509.Certificate, len(b.Chain))
+	for i, c := range b.Chain {
+		s.Chain[i] = &x509.Certificate{Raw: c.Raw, NotBefore: c.NotBefore, NotAfter: c.NotAfter}
+	}
+	h := &held{sched: &s}
+	switch {
+	case b.Key == nil:
+	case keep != nil && b.Key == keep:
+		h.key = b.Key
+	default:
+		if der, err := x509.MarshalPKCS8PrivateKey(b.Key); err == nil {
+			h.keyDER = der
+		} else {
+			h.key = b.Key
+		}
+	}
+	return h
+}
+
+// times is the bundle as scheduling sees it (see sched); nil when h is nil.
+func (h *held) times() *bundle.Bundle {
+	if h == nil {
+		return nil
+	}
+	return h.sched
+}
+
+// bundle rebuilds the whole bundle: the chain and key parsed again, the rest as held.
+func (h *held) bundle() (*bundle.Bundle, error) {
+	b := *h.sched
+	b.Chain = make([]*x509.Certificate, len(h.sched.Chain))
+	for i, c := range h.sched.Chain {
+		p, err := x509.ParseCertificate(c.Raw)
+		if err != nil {
+			return nil, fmt.Errorf("the certificate held in memory: %w", err)
+		}
+		b.Chain[i] = p
+	}
+	if h.key != nil || h.keyDER != nil {
+		key, err := h.signer()
+		if err != nil {
+			return nil, err
+		}
+		b.Key = key
+	}
+	return &b, nil
+}
+
+// signer is the held key, parsed again when it is held encoded.
+func (h *held) signer() (crypto.Signer, error) {
+	if h.keyDER == nil {
+		return h.key, nil
+	}
+	k, err := x509.ParsePKCS8PrivateKey(h.keyDER)
+	if err != nil {
+		return nil, fmt.Errorf("the key held in memory: %w", err)
+	}
+	signer, ok := k.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("the key held in memory is a %T, not a signer", k)
+	}
+	return signer, nil
+}
+
+// same reports whether b holds the material h holds (sameMaterial for a held bundle):
+// the same certificate chain (DER), CAs and key.
+func (h *held) same(b *bundle.Bundle) bool {
+	if h == nil || b == nil {
+		return false
+	}
+	if !bundle.CAsEqual(h.sched, b) || len(h.sched.Chain) != len(b.Chain) {
+		return false
+	}
+	for i := range b.Chain {
+		if !bytes.Equal(h.sched.Chain[i].Raw, b.Chain[i].Raw) {
+			return false
+		}
+	}
+	if b.Key == nil || (h.key == nil && h.keyDER == nil) {
+		return b.Key == nil && h.key == nil && h.keyDER == nil
+	}
+	key, err := h.signer()
+	return err == nil && bundle.PublicKeysEqual(key.Public(), b.Key.Public())
+}
