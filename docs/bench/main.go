@@ -26,15 +26,20 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/dbcert-agent/dbcert-agent/agent/emulator"
 )
 
 const project = "bench-proj"
+
+// workDir is the -dir flag: the parent of every run's directory.
+var workDir string
 
 func main() {
 	agentBin := flag.String("agent", "", "dbcert-agent binary (required)")
@@ -43,7 +48,12 @@ func main() {
 	settle := flag.Duration("settle", 10*time.Second, "wait after the last certificate before reading RSS")
 	quotaN := flag.Int("quota-instances", 500, "instances of the quota run (0: skip it)")
 	modes := flag.String("modes", "proxy,agent,share", "what to run: proxy, agent (default mode), share (share_keys)")
+	runs := flag.Int("runs", 1, "runs of each mode per N, interleaved; more than one adds median rows")
+	flag.StringVar(&workDir, "dir", os.TempDir(), "where each run's files go (the agent's sinks): its file system decides much of the agent's CPU")
 	flag.Parse()
+	if *runs < 1 {
+		*runs = 1
+	}
 	if *agentBin == "" {
 		fmt.Fprintln(os.Stderr, "bench: -agent is required")
 		os.Exit(2)
@@ -52,31 +62,56 @@ func main() {
 	perKey := keygenTime(20)
 	fmt.Printf("RSA-2048 key generation: %v per key on one core\n\n", perKey.Round(time.Millisecond))
 
-	fmt.Printf("%-28s %6s %10s %8s %9s %9s %8s\n", "run", "N", "first (s)", "CPU (s)", "RSS (MB)", "API calls", "429s")
+	fmt.Printf("files written under %s (%s)\n", workDir, fsType(workDir))
+	if *runs > 1 {
+		fmt.Printf("%d runs of each, interleaved; the median rows take each column's median\n", *runs)
+	}
+	fmt.Printf("\n%-32s %6s %10s %8s %9s %9s %8s\n", "run", "N", "first (s)", "CPU (s)", "RSS (MB)", "API calls", "429s")
 	for _, f := range strings.Split(*sizes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil {
 			fail(err)
 		}
 		floor := time.Duration(n) * perKey / time.Duration(runtime.NumCPU())
-		var proxy, def, shared *result
-		if *proxyBin != "" && strings.Contains(*modes, "proxy") {
-			proxy = run(runProxy, *proxyBin, n, emulator.Quota{}, *settle, "cloud-sql-proxy")
+		type mode struct {
+			on    bool
+			r     runner
+			bin   string
+			label string
+			res   []*result
 		}
-		if strings.Contains(*modes, "agent") {
-			def = run(runAgent(false), *agentBin, n, emulator.Quota{}, *settle, "dbcert-agent")
+		ms := []*mode{
+			{on: *proxyBin != "" && strings.Contains(*modes, "proxy"), r: runProxy, bin: *proxyBin, label: "cloud-sql-proxy"},
+			{on: strings.Contains(*modes, "agent"), r: runAgent(false), bin: *agentBin, label: "dbcert-agent"},
+			{on: strings.Contains(*modes, "share"), r: runAgent(true), bin: *agentBin, label: "dbcert-agent share_keys"},
 		}
-		if strings.Contains(*modes, "share") {
-			shared = run(runAgent(true), *agentBin, n, emulator.Quota{}, *settle, "dbcert-agent share_keys")
+		for range *runs {
+			for _, m := range ms {
+				if m.on {
+					m.res = append(m.res, run(m.r, m.bin, n, emulator.Quota{}, *settle, m.label))
+				}
+			}
 		}
-		if def == nil || shared == nil {
-			continue
+		med := make([]*result, len(ms))
+		for i, m := range ms {
+			if len(m.res) > 1 {
+				med[i] = median(m.res)
+				fmt.Printf("%-32s %6d %10.2f %8.2f %9.1f %9d %8s\n", "median "+m.label, n, med[i].first.Seconds(), med[i].cpu, med[i].rss, med[i].calls, "")
+			} else if len(m.res) == 1 {
+				med[i] = m.res[0]
+			}
 		}
-		fmt.Printf("  keygen floor for N=%d: %.2f s; default mode / floor = %.2f\n", n, floor.Seconds(), def.first.Seconds()/floor.Seconds())
-		if proxy != nil {
-			fmt.Printf("  ratios to the proxy: share_keys first %.2f, default first %.2f, RSS %.2f, CPU %.2f (share_keys)\n",
-				shared.first.Seconds()/proxy.first.Seconds(), def.first.Seconds()/proxy.first.Seconds(),
-				shared.rss/proxy.rss, shared.cpu/proxy.cpu)
+		proxy, def, shared := med[0], med[1], med[2]
+		if def != nil {
+			fmt.Printf("  keygen floor for N=%d: %.2f s; default mode / floor = %.2f\n", n, floor.Seconds(), def.first.Seconds()/floor.Seconds())
+		}
+		if proxy != nil && shared != nil {
+			fmt.Printf("  share_keys / proxy: first %.2f, CPU %.2f, RSS %.2f\n",
+				shared.first.Seconds()/proxy.first.Seconds(), shared.cpu/proxy.cpu, shared.rss/proxy.rss)
+		}
+		if proxy != nil && def != nil {
+			fmt.Printf("  default / proxy: first %.2f, CPU %.2f, RSS %.2f\n",
+				def.first.Seconds()/proxy.first.Seconds(), def.cpu/proxy.cpu, def.rss/proxy.rss)
 		}
 	}
 	if *quotaN > 0 {
@@ -101,7 +136,7 @@ type result struct {
 type runner func(ctx context.Context, bin, dir string, e *emulator.Emulator, names []string) (*exec.Cmd, error)
 
 func run(r runner, bin string, n int, q emulator.Quota, settle time.Duration, label string) *result {
-	dir, err := os.MkdirTemp("", "bench")
+	dir, err := os.MkdirTemp(workDir, "bench")
 	if err != nil {
 		fail(err)
 	}
@@ -148,7 +183,7 @@ func run(r runner, bin string, n int, q emulator.Quota, settle time.Duration, la
 	time.Sleep(settle)
 	res.rss = rssMB(cmd.Process.Pid)
 	_, throttled := e.QuotaCounts()
-	fmt.Printf("%-28s %6d %10.2f %8.2f %9.1f %9d %8d\n", label, n, res.first.Seconds(), res.cpu, res.rss, res.calls, throttled)
+	fmt.Printf("%-32s %6d %10.2f %8.2f %9.1f %9d %8d\n", label, n, res.first.Seconds(), res.cpu, res.rss, res.calls, throttled)
 	return res
 }
 
@@ -281,6 +316,45 @@ func keygenTime(n int) time.Duration {
 		}
 	}
 	return time.Since(start) / time.Duration(n)
+}
+
+// median takes each column's median of rs (the upper one of an even count).
+func median(rs []*result) *result {
+	pick := func(f func(*result) float64) float64 {
+		v := make([]float64, len(rs))
+		for i, r := range rs {
+			v[i] = f(r)
+		}
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	return &result{
+		first: time.Duration(pick(func(r *result) float64 { return float64(r.first) })),
+		cpu:   pick(func(r *result) float64 { return r.cpu }),
+		rss:   pick(func(r *result) float64 { return r.rss }),
+		calls: int(pick(func(r *result) float64 { return float64(r.calls) })),
+	}
+}
+
+// fsType names the file system dir is on, by statfs(2) magic.
+func fsType(dir string) string {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return "unknown file system"
+	}
+	switch st.Type {
+	case 0xEF53:
+		return "ext2/3/4"
+	case 0x01021994:
+		return "tmpfs"
+	case 0x58465342:
+		return "xfs"
+	case 0x9123683E:
+		return "btrfs"
+	case 0x794C7630:
+		return "overlayfs"
+	}
+	return fmt.Sprintf("file system type %#x", st.Type)
 }
 
 func cpuModel() string {
