@@ -47,10 +47,10 @@ func TestHeld(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := hold(tt.b, tt.keep)
-			if got := h.keyDER != nil; got != tt.encoded {
+			if got := h.key.der != nil; got != tt.encoded {
 				t.Errorf("key held encoded = %v, want %v", got, tt.encoded)
 			}
-			if tt.keep != nil && h.key != tt.keep {
+			if tt.keep != nil && h.key.key != tt.keep {
 				t.Errorf("the key source's key is not held by pointer")
 			}
 			s := h.times()

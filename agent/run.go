@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"crypto"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -504,40 +503,11 @@ type keySource struct {
 	shared  *sharedKeys                   // share_keys: the agent-wide key instead
 }
 
-// keyResult is a key made ahead of time. It waits encoded (PKCS#8, about 1.2 KB) rather
-// than parsed (about 4.5 KB for RSA-2048) when it can be: with many instances, each
-// holds one from halfway to its renewal on.
+// keyResult is a key made ahead of time. It waits encoded (compactKey): with many
+// instances, each holds one from halfway to its renewal on.
 type keyResult struct {
-	der []byte
-	key crypto.Signer // when it cannot be encoded
+	key compactKey
 	err error
-}
-
-// encodeKey is the keyResult for a new key.
-func encodeKey(key crypto.Signer, err error) keyResult {
-	if err != nil {
-		return keyResult{err: err}
-	}
-	if der, err := x509.MarshalPKCS8PrivateKey(key); err == nil {
-		return keyResult{der: der}
-	}
-	return keyResult{key: key}
-}
-
-// signer is the key of r, parsed again when it waited encoded.
-func (r keyResult) signer() (crypto.Signer, error) {
-	if r.err != nil || r.der == nil {
-		return r.key, r.err
-	}
-	k, err := x509.ParsePKCS8PrivateKey(r.der)
-	if err != nil {
-		return nil, fmt.Errorf("decoding the key made ahead of time: %w", err)
-	}
-	signer, ok := k.(crypto.Signer)
-	if !ok {
-		return nil, fmt.Errorf("the key made ahead of time is a %T, not a signer", k)
-	}
-	return signer, nil
 }
 
 func newKeySource(maxAge time.Duration, sem chan struct{}) *keySource {
@@ -566,7 +536,7 @@ func (k *keySource) prepare(now time.Time) {
 		k.sem <- struct{}{}
 		key, err := gen()
 		<-k.sem
-		k.ch <- encodeKey(key, err)
+		k.ch <- keyResult{compact(key), err}
 	}()
 }
 
@@ -595,7 +565,10 @@ func (k *keySource) get(ctx context.Context, now time.Time) (crypto.Signer, erro
 	select {
 	case r := <-k.ch:
 		k.pending = false
-		key, err := r.signer()
+		if r.err != nil {
+			return nil, r.err
+		}
+		key, err := r.key.signer("the key made ahead of time")
 		if err != nil {
 			return nil, err
 		}
