@@ -436,17 +436,20 @@ func (d *daemon) repair(ctx context.Context, l *loop, st *loopState, log *slog.L
 		d.report(l.in, st)
 		return
 	}
-	cur, err := st.cur.bundle()
-	if err != nil {
-		log.Error("the files on disk were changed by someone else and the material held in memory is unusable; fetching new files", "err", err)
-		st.cur = nil
-		d.report(l.in, st)
-		return
-	}
 	wctx := context.WithoutCancel(ctx)
+	var cur *bundle.Bundle // parsed from what the loop holds when a sink needs it
 	for _, s := range l.in.Sinks {
 		if _, err := s.Current(); err == nil {
 			continue
+		}
+		if cur == nil {
+			var err error
+			if cur, err = st.cur.bundle(); err != nil {
+				log.Error("sink files were changed by someone else and the material held in memory is unusable; fetching new files", "err", err)
+				st.cur = nil
+				d.report(l.in, st)
+				return
+			}
 		}
 		if _, err := s.Write(wctx, cur); err != nil {
 			log.Error("sink files were changed by someone else and could not be restored", "sink", fmt.Sprint(s), "err", err)
