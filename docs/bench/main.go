@@ -66,7 +66,7 @@ func main() {
 	if *runs > 1 {
 		fmt.Printf("%d runs of each, interleaved; the median rows take each column's median\n", *runs)
 	}
-	fmt.Printf("\n%-32s %6s %10s %8s %9s %9s %8s\n", "run", "N", "first (s)", "CPU (s)", "RSS (MB)", "API calls", "429s")
+	fmt.Printf("\n%-32s %6s %9s %10s %8s %9s %9s %8s\n", "run", "N", "start (s)", "first (s)", "CPU (s)", "RSS (MB)", "API calls", "429s")
 	for _, f := range strings.Split(*sizes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil {
@@ -96,7 +96,7 @@ func main() {
 		for i, m := range ms {
 			if len(m.res) > 1 {
 				med[i] = median(m.res)
-				fmt.Printf("%-32s %6d %10.2f %8.2f %9.1f %9d %8s\n", "median "+m.label, n, med[i].first.Seconds(), med[i].cpu, med[i].rss, med[i].calls, "")
+				fmt.Printf("%-32s %6d %9.2f %10.2f %8.2f %9.1f %9d %8s\n", "median "+m.label, n, med[i].start.Seconds(), med[i].first.Seconds(), med[i].cpu, med[i].rss, med[i].calls, "")
 			} else if len(m.res) == 1 {
 				med[i] = m.res[0]
 			}
@@ -126,6 +126,7 @@ func main() {
 }
 
 type result struct {
+	start    time.Duration // until the first admin API request: start-up (config, keys)
 	first    time.Duration
 	cpu, rss float64
 	calls    int
@@ -178,24 +179,27 @@ func run(r runner, bin string, n int, q emulator.Quota, settle time.Duration, la
 		time.Sleep(20 * time.Millisecond)
 	}
 	res := &result{first: time.Since(start)}
-	res.calls = apiCalls(e)
+	res.calls, res.start = apiCalls(e, start)
 	res.cpu = cpuSeconds(cmd.Process.Pid)
 	time.Sleep(settle)
 	res.rss = rssMB(cmd.Process.Pid)
 	_, throttled := e.QuotaCounts()
-	fmt.Printf("%-32s %6d %10.2f %8.2f %9.1f %9d %8d\n", label, n, res.first.Seconds(), res.cpu, res.rss, res.calls, throttled)
+	fmt.Printf("%-32s %6d %9.2f %10.2f %8.2f %9.1f %9d %8d\n", label, n, res.start.Seconds(), res.first.Seconds(), res.cpu, res.rss, res.calls, throttled)
 	return res
 }
 
-// apiCalls counts the admin API requests (not the token endpoint).
-func apiCalls(e *emulator.Emulator) int {
-	n := 0
+// apiCalls counts the admin API requests (not the token endpoint) and says when, after
+// start, the first one arrived.
+func apiCalls(e *emulator.Emulator, start time.Time) (n int, first time.Duration) {
 	for _, r := range e.Requests() {
 		if strings.HasPrefix(r.Path, "/sql/") || strings.HasPrefix(r.Path, "/v1/") {
+			if d := r.Time.Sub(start); n == 0 || d < first {
+				first = d
+			}
 			n++
 		}
 	}
-	return n
+	return n, first
 }
 
 func saFile(e *emulator.Emulator, dir string) (string, error) {
@@ -329,6 +333,7 @@ func median(rs []*result) *result {
 		return v[len(v)/2]
 	}
 	return &result{
+		start: time.Duration(pick(func(r *result) float64 { return float64(r.start) })),
 		first: time.Duration(pick(func(r *result) float64 { return float64(r.first) })),
 		cpu:   pick(func(r *result) float64 { return r.cpu }),
 		rss:   pick(func(r *result) float64 { return r.rss }),
