@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"crypto/x509"
 	"fmt"
+	"reflect"
 
 	"github.com/dbcert-agent/dbcert-agent/agent/bundle"
 )
@@ -64,7 +65,8 @@ func (c compactKey) signer(what string) (crypto.Signer, error) {
 const heldKey = "the key held in memory"
 
 // hold keeps b in little memory. keep is a key that b may carry which is held
-// elsewhere anyway (the key source's key, to reuse); it is kept as a pointer. A key that
+// elsewhere anyway (the key source's key, to reuse); it is kept as a pointer (keys of
+// an uncomparable type, such as ed25519.PrivateKey, a slice, are encoded instead). A key that
 // cannot be encoded as PKCS#8 (not RSA, ECDSA or Ed25519) is kept as is too.
 func hold(b *bundle.Bundle, keep crypto.Signer) *held {
 	if b == nil {
@@ -77,7 +79,7 @@ func hold(b *bundle.Bundle, keep crypto.Signer) *held {
 		s.Chain[i] = &x509.Certificate{Raw: c.Raw, NotBefore: c.NotBefore, NotAfter: c.NotAfter}
 	}
 	h := &held{sched: &s}
-	if keep != nil && b.Key == keep {
+	if keep != nil && b.Key != nil && reflect.TypeOf(b.Key).Comparable() && b.Key == keep {
 		h.key = compactKey{key: b.Key}
 	} else {
 		h.key = compact(b.Key)
