@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"maps"
 	"os"
 	"path/filepath"
@@ -9,38 +8,9 @@ import (
 	"strings"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/dbcert-agent/dbcert-agent/agent/disktest"
 	"github.com/dbcert-agent/dbcert-agent/agent/emulator"
 )
-
-// mountSmallTmpfs mounts a 512 KiB tmpfs for a sink directory, unmounted in Cleanup.
-// Without root the test is skipped, or fails under DBCERT_E2E=require.
-func mountSmallTmpfs(t *testing.T) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("DBCERT_E2E") == "require" {
-			t.Fatal("disk-fault tests mount a tmpfs and need root (DBCERT_E2E=require)")
-		}
-		t.Skip("disk-fault tests mount a tmpfs and need root")
-	}
-	dir := filepath.Join(t.TempDir(), "mnt")
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size=512k,mode=0755"); err != nil {
-		if os.Getenv("DBCERT_E2E") == "require" {
-			t.Fatalf("mounting a tmpfs: %v", err)
-		}
-		t.Skipf("cannot mount a tmpfs here: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
-			t.Errorf("unmounting %s: %v", dir, err)
-		}
-	})
-	return dir
-}
 
 // dirState records every entry below dir: file contents and link targets.
 func dirState(t *testing.T, dir string) map[string]string {
@@ -78,31 +48,12 @@ func TestOnceDiskFaults(t *testing.T) {
 		fault func(t *testing.T, mnt string)
 		cause string
 	}{
-		{"full", func(t *testing.T, mnt string) {
-			f, err := os.Create(filepath.Join(mnt, "filler"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
-			buf := make([]byte, 4096)
-			for {
-				if _, err := f.Write(buf); err != nil {
-					if !errors.Is(err, unix.ENOSPC) {
-						t.Fatal(err)
-					}
-					return
-				}
-			}
-		}, "no space left on device"},
-		{"read-only", func(t *testing.T, mnt string) {
-			if err := unix.Mount("", mnt, "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
-				t.Fatal(err)
-			}
-		}, "read-only file system"},
+		{"full", func(t *testing.T, mnt string) { disktest.Fill(t, mnt) }, "no space left on device"},
+		{"read-only", func(t *testing.T, mnt string) { disktest.ReadOnly(t, mnt) }, "read-only file system"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			mnt := mountSmallTmpfs(t)
+			mnt := disktest.Tmpfs(t, "512k")
 			e := newEnv(t, emulator.Options{})
 			out := filepath.Join(mnt, "out")
 			hook := filepath.Join(e.dir, "hook")

@@ -1,67 +1,14 @@
 package agent
 
 import (
-	"bytes"
-	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dbcert-agent/dbcert-agent/agent/disktest"
 )
-
-// skipOrFailE2E skips a test whose environment is missing, or fails it when
-// DBCERT_E2E=require (CI).
-func skipOrFailE2E(t *testing.T, format string, args ...any) {
-	t.Helper()
-	if os.Getenv("DBCERT_E2E") == "require" {
-		t.Fatalf(format+" (DBCERT_E2E=require)", args...)
-	}
-	t.Skipf(format, args...)
-}
-
-// mountTmpfs mounts a tmpfs of size bytes at dir (created) and unmounts it when the
-// test ends.
-func mountTmpfs(t *testing.T, dir string, size int) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		skipOrFailE2E(t, "mounting a small tmpfs needs root")
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+strconv.Itoa(size)+",mode=0755"); err != nil {
-		skipOrFailE2E(t, "mount -t tmpfs %s: %v", dir, err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, 0); err != nil {
-			_ = syscall.Unmount(dir, syscall.MNT_DETACH)
-		}
-	})
-}
-
-// fill writes a file in dir until the filesystem is full.
-func fill(t *testing.T, dir string) string {
-	t.Helper()
-	path := filepath.Join(dir, "filler")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	chunk := bytes.Repeat([]byte{'x'}, 4096)
-	for {
-		if _, err := f.Write(chunk); err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
-				t.Fatalf("filling %s: %v", dir, err)
-			}
-			return path
-		}
-	}
-}
 
 // TestRunDiskFaults: with the sink on a full (or read-only) filesystem, the daemon keeps
 // the old files, stays ready until they expire, reports not ready after, and renews by
@@ -71,7 +18,7 @@ func TestRunDiskFaults(t *testing.T) {
 		t.Run(fault, func(t *testing.T) {
 			w := newWorld(t, 6*time.Second)
 			out := filepath.Join(w.dir, "out")
-			mountTmpfs(t, out, 256<<10)
+			disktest.Mount(t, out, "256k")
 			a := NewWithInstances(w.instances("a"), Options{Logger: w.log})
 			stop := w.run(a, RunOptions{})
 			defer stop()
@@ -81,21 +28,15 @@ func TestRunDiskFaults(t *testing.T) {
 			var clear func()
 			switch fault {
 			case "full":
-				filler := fill(t, out)
+				filler := disktest.Fill(t, out)
 				clear = func() {
 					if err := os.Remove(filler); err != nil {
 						t.Fatal(err)
 					}
 				}
 			case "read-only":
-				if out, err := exec.Command("mount", "-o", "remount,ro", out).CombinedOutput(); err != nil {
-					skipOrFailE2E(t, "remount read-only: %v: %s", err, out)
-				}
-				clear = func() {
-					if out, err := exec.Command("mount", "-o", "remount,rw", out).CombinedOutput(); err != nil {
-						t.Fatalf("remount rw: %v: %s", err, out)
-					}
-				}
+				disktest.ReadOnly(t, out)
+				clear = func() { disktest.Writable(t, out) }
 			}
 			// Renewal is due at about 4 s; the writes fail.
 			eventually(t, 10*time.Second, "a failed write", func() bool {

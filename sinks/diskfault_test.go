@@ -1,74 +1,14 @@
 package sinks
 
 import (
-	"errors"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/dbcert-agent/dbcert-agent/agent/bundle"
+	"github.com/dbcert-agent/dbcert-agent/agent/disktest"
 )
-
-// needRoot skips a test that mounts file systems unless it runs as root, and fails it
-// instead under DBCERT_E2E=require.
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("DBCERT_E2E") == "require" {
-		t.Fatal("disk-fault tests mount a tmpfs and need root (DBCERT_E2E=require)")
-	}
-	t.Skip("disk-fault tests mount a tmpfs and need root")
-}
-
-// smallTmpfs mounts a fresh tmpfs of the given size (e.g. "512k") and returns its path;
-// it is unmounted in Cleanup.
-func smallTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	needRoot(t)
-	dir := filepath.Join(t.TempDir(), "mnt")
-	must(t, os.Mkdir(dir, 0o755))
-	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size="+size+",mode=0755"); err != nil {
-		if os.Getenv("DBCERT_E2E") == "require" {
-			t.Fatalf("mounting a tmpfs: %v", err)
-		}
-		t.Skipf("cannot mount a tmpfs here: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
-			t.Errorf("unmounting %s: %v", dir, err)
-		}
-	})
-	return dir
-}
-
-// fillDisk writes a file in dir until the file system is full.
-func fillDisk(t *testing.T, dir string) {
-	t.Helper()
-	f, err := os.Create(filepath.Join(dir, "filler"))
-	must(t, err)
-	defer f.Close()
-	buf := make([]byte, 4096)
-	for {
-		if _, err := f.Write(buf); err != nil {
-			if !errors.Is(err, unix.ENOSPC) {
-				t.Fatalf("filling the disk: %v", err)
-			}
-			return
-		}
-	}
-}
-
-// remountRO makes the tmpfs at dir read-only.
-func remountRO(t *testing.T, dir string) {
-	t.Helper()
-	must(t, unix.Mount("", dir, "", unix.MS_REMOUNT|unix.MS_RDONLY, ""))
-}
 
 // TestDiskFaultsKeepPreviousFiles: when the disk is full or read-only during a Write,
 // the Write fails naming the cause, and the previous files stay intact and matching,
@@ -81,12 +21,12 @@ func TestDiskFaultsKeepPreviousFiles(t *testing.T) {
 		fault func(t *testing.T, mnt string)
 		cause string
 	}{
-		{"full", fillDisk, "no space left on device"},
-		{"read-only", remountRO, "read-only file system"},
+		{"full", func(t *testing.T, mnt string) { disktest.Fill(t, mnt) }, "no space left on device"},
+		{"read-only", func(t *testing.T, mnt string) { disktest.ReadOnly(t, mnt) }, "read-only file system"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			mnt := smallTmpfs(t, "256k")
+			mnt := disktest.Tmpfs(t, "256k")
 			dir := filepath.Join(mnt, "sink")
 			o := fullOpts(dir)
 			f := newSink(t, o)
