@@ -37,22 +37,30 @@ type frame struct {
 // (comments, quoted strings and their escapes, heredocs, templates) not to count
 // brackets inside text; anything it does not understand it leaves to the parser.
 func checkLimits(filename string, src []byte) *hcl.Diagnostic {
+	_, d := scanFile(filename, src)
+	return d
+}
+
+// scanFile is checkLimits that also returns where top-level blocks end: the position
+// just after each newline that follows (white space aside) a "}" closing a top-level
+// block. The scan's view of HCL is approximate; parseFile checks its cuts.
+func scanFile(filename string, src []byte) ([]hcl.Pos, *hcl.Diagnostic) {
 	if len(src) > MaxFileSize {
-		return &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Configuration file too large",
+		return nil, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Configuration file too large",
 			Detail:  fmt.Sprintf("The file is larger than %d bytes (1 MiB), the most the agent reads; a configuration needs a few kilobytes.", MaxFileSize),
 			Subject: &hcl.Range{Filename: filename, Start: hcl.InitialPos, End: hcl.InitialPos}}
 	}
 	s := scanner{src: src, line: 1, col: 1}
 	if pos, ok := s.scan(); !ok && s.marks {
-		return &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "String too complex",
+		return nil, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "String too complex",
 			Detail:  fmt.Sprintf("This string holds more than %d \"$\" and \"%%\" characters; the agent refuses such files to protect itself. Put long text in a file and use file(\"...\").", MaxTemplateMarks),
 			Subject: &hcl.Range{Filename: filename, Start: pos, End: hcl.Pos{Line: pos.Line, Column: pos.Column + 1, Byte: pos.Byte + 1}}}
 	} else if !ok {
-		return &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Configuration nested too deeply",
+		return nil, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Configuration nested too deeply",
 			Detail:  fmt.Sprintf("Brackets, braces, parentheses, strings, template interpolations or unary operators nest more than %d levels deep here; the agent refuses such files to protect itself. Real configurations nest a few levels.", MaxNesting),
 			Subject: &hcl.Range{Filename: filename, Start: pos, End: hcl.Pos{Line: pos.Line, Column: pos.Column + 1, Byte: pos.Byte + 1}}}
 	}
-	return nil
+	return s.ends, nil
 }
 
 type scanner struct {
@@ -63,6 +71,8 @@ type scanner struct {
 	dirs      int  // sum of the frames' dirs
 	unary     int  // length of the current run of unary operators
 	marks     bool // the scan stopped at MaxTemplateMarks, not at MaxNesting
+	closed    bool // a top-level block closed and only white space followed on its line
+	ends      []hcl.Pos
 }
 
 func (s *scanner) depth() int { return len(s.stack) + s.dirs + s.unary }
@@ -130,6 +140,7 @@ func (s *scanner) exprStep() bool {
 		s.advance(1)
 		return true // white space does not end a run of unary operators
 	case c == '!' || c == '-' && !s.has("->"):
+		s.closed = false
 		s.unary++
 		if s.depth() > MaxNesting {
 			return false
@@ -138,7 +149,14 @@ func (s *scanner) exprStep() bool {
 		return true
 	}
 	s.unary = 0
+	closed := s.closed
+	s.closed = false
 	switch {
+	case c == '\n':
+		s.advance(1)
+		if closed {
+			s.ends = append(s.ends, s.pos())
+		}
 	case c == '#' || s.has("//"):
 		for s.i < len(s.src) && s.src[s.i] != '\n' {
 			s.advance(1)
@@ -172,6 +190,7 @@ func (s *scanner) exprStep() bool {
 	case c == '}':
 		if t := s.top(); t == '{' || t == 'i' {
 			s.pop()
+			s.closed = t == '{' && len(s.stack) == 0
 		}
 		s.advance(1)
 	case c == ']' || c == ')':

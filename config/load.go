@@ -20,7 +20,6 @@ import (
 	"github.com/dbcert-agent/dbcert-agent/agent/wire"
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/gohcl"
-	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/robfig/cron/v3"
 
@@ -109,25 +108,37 @@ func Load(path string, opts Options) (*Config, error) {
 // Parse checks configuration source; filename is used in diagnostics and relative paths
 // in the file are resolved against its directory. No network calls are made.
 func Parse(filename string, src []byte, opts Options) (*Config, error) {
+	return parse(filename, src, opts, pieceSize)
+}
+
+// parse is Parse with HCL given pieces of at least size bytes (see parseFile). A file
+// cut in pieces that turns out to be wrong is parsed again whole, so that what it
+// reports is exactly what HCL says of the file.
+func parse(filename string, src []byte, opts Options, size int) (*Config, error) {
 	opts.fill()
-	if d := checkLimits(filename, src); d != nil {
-		// Shown with a snippet, so the file is kept; HCL never parses it.
-		return nil, &DiagError{Diags: hcl.Diagnostics{d}, files: map[string]*hcl.File{filename: {Bytes: src}}}
+	// Diagnostics are shown with a snippet of the file.
+	files := map[string]*hcl.File{filename: {Bytes: src}}
+	ends, d := scanFile(filename, src)
+	if d != nil {
+		return nil, &DiagError{Diags: hcl.Diagnostics{d}, files: files} // HCL never parses it
 	}
-	p := hclparse.NewParser()
-	f, diags := p.ParseHCL(src, filename)
+	file, diags, cut := parseFile(filename, src, ends, size)
+	files[filename] = file
 	if diags.HasErrors() {
-		return nil, &DiagError{Diags: diags, files: p.Files()}
+		return nil, &DiagError{Diags: diags, files: files}
 	}
 	absDir, err := filepath.Abs(filepath.Dir(filename))
 	if err != nil {
 		return nil, err
 	}
 	l := &loader{opts: opts, baseDir: absDir, ctx: evalContext(absDir, opts.LookupEnv, opts.ReadFile)}
-	cfg := l.load(f.Body)
+	cfg := l.load(file.Body)
 	l.diags = append(diags, l.diags...)
 	if l.diags.HasErrors() {
-		return nil, &DiagError{Diags: l.diags, files: p.Files()}
+		if cut {
+			return parse(filename, src, opts, len(src)+1)
+		}
+		return nil, &DiagError{Diags: l.diags, files: files}
 	}
 	cfg.Path = filename
 	return cfg, nil
