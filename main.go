@@ -267,6 +267,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	path := config.ResolvePath(*flagPath)
+	firstKey := agent.StartFirstKey() // made while the config is parsed
 	cfg, log, err := loadConfig(path, stderr)
 	if err != nil {
 		return err
@@ -319,6 +320,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	return a.Run(runCtx, agent.RunOptions{
 		APIRate:    cfg.Agent.APIRate,
 		ShareKeys:  cfg.Agent.ShareKeys,
+		FirstKey:   firstKey,
 		ConfigPath: path,
 		Hangup:     hup,
 		Notifier:   notifier,

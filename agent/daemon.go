@@ -60,12 +60,13 @@ func newDaemon(a *Agent, o RunOptions) (*daemon, error) {
 	}
 	keygen := make(chan struct{}, runtime.GOMAXPROCS(0))
 	po, _ := a.obs.(paceObserver)
+	newKey := o.FirstKey.wrap(newRSAKey)
 	var shared *sharedKeys
 	if o.ShareKeys {
-		shared = newSharedKeys(newRSAKey, keygen)
+		shared = newSharedKeys(newKey, keygen)
 	}
 	return &daemon{
-		newKey: newRSAKey, shared: shared, pace: newPacer(o.APIRate, a.now, po), cas: newCAIntern(),
+		newKey: newKey, shared: shared, pace: newPacer(o.APIRate, a.now, po), cas: newCAIntern(),
 		a: a, o: o,
 		inflight: make(chan struct{}, o.MaxInFlight),
 		keygen:   keygen,

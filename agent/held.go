@@ -72,18 +72,27 @@ func hold(b *bundle.Bundle, keep crypto.Signer) *held {
 		return nil
 	}
 	s := *b
-	s.Key = nil
+	s.Key, s.KeyPKCS8 = nil, nil
 	s.Chain = make([]*x509.Certificate, len(b.Chain))
 	for i, c := range b.Chain {
 		s.Chain[i] = &x509.Certificate{Raw: c.Raw, NotBefore: c.NotBefore, NotAfter: c.NotAfter}
 	}
 	h := &held{sched: &s}
-	if keep != nil && b.Key != nil && reflect.TypeOf(b.Key).Comparable() && b.Key == keep {
+	switch {
+	case keep != nil && sameKey(b.Key, keep):
 		h.key = compactKey{key: b.Key}
-	} else {
+	case b.KeyPKCS8 != nil:
+		h.key = compactKey{der: b.KeyPKCS8}
+	default:
 		h.key = compact(b.Key)
 	}
 	return h
+}
+
+// sameKey reports whether a and b are the same key object (not merely equal keys);
+// false for key types that cannot be compared (Ed25519 is a slice).
+func sameKey(a, b crypto.Signer) bool {
+	return a != nil && reflect.TypeOf(a).Comparable() && reflect.TypeOf(a) == reflect.TypeOf(b) && a == b
 }
 
 // times is the bundle as scheduling sees it (see sched); nil when h is nil.

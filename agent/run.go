@@ -47,6 +47,8 @@ type RunOptions struct {
 	// duration share one key (share_keys; see sharedkeys.go).
 	APIRate   config.Rate
 	ShareKeys bool
+	// FirstKey, when set, is the first RSA key the daemon uses (see FirstKey).
+	FirstKey *FirstKey
 }
 
 // Observer is told what the daemon does, for metrics and readiness. Methods must be
@@ -324,14 +326,19 @@ func (d *daemon) fetch(ctx context.Context, in *Instance, st *loopState) (*bundl
 	// Waiting for a key or a slot is waiting for others, not a step of ours.
 	st.hb.waiting("waiting for a key or an API slot")
 	var key crypto.Signer
+	var der []byte
 	if in.NeedsKey {
-		k, err := st.keys.get(ctx, d.a.now())
+		k, kd, err := st.keys.get(ctx, d.a.now())
 		if err != nil {
 			return nil, fmt.Errorf("generating a private key: %w", err)
 		}
-		key = k
+		key, der = k, kd
 	}
-	return d.fetchPaced(ctx, in, st, key)
+	b, err := d.fetchPaced(ctx, in, st, key)
+	if b != nil && der != nil && sameKey(b.Key, key) {
+		b.KeyPKCS8 = der // the files need it encoded; it is
+	}
+	return b, err
 }
 
 // fetchPaced makes one request paced by the identity's limiter and bounded by the
@@ -524,6 +531,7 @@ type keySource struct {
 	pending bool
 	wg      sync.WaitGroup
 	cur     crypto.Signer // the key in use, kept only when it can be reused (maxAge, shared)
+	curDER  []byte        // cur as PKCS#8 when known
 	born    time.Time
 	gen     func() (crypto.Signer, error) // default bundle.NewKey
 	shared  *sharedKeys                   // share_keys: the agent-wide key instead
@@ -569,42 +577,43 @@ func (k *keySource) prepare(now time.Time) {
 // adopt records the key found on disk and when it was (at the latest) made, when it
 // can be reused.
 func (k *keySource) adopt(key crypto.Signer, born time.Time) {
-	k.cur, k.born = nil, born
+	k.cur, k.curDER, k.born = nil, nil, born
 	if k.maxAge > 0 {
 		k.cur = key
 	}
 }
 
-// get returns the key for the next certificate.
-func (k *keySource) get(ctx context.Context, now time.Time) (crypto.Signer, error) {
+// get returns the key for the next certificate and, when at hand, its PKCS#8 encoding
+// (else nil).
+func (k *keySource) get(ctx context.Context, now time.Time) (crypto.Signer, []byte, error) {
 	if k.shared != nil {
-		key, born, err := k.shared.get(ctx, now, k.maxAge)
+		key, der, born, err := k.shared.get(ctx, now, k.maxAge)
 		if err == nil {
-			k.cur, k.born = key, born
+			k.cur, k.curDER, k.born = key, der, born
 		}
-		return key, err
+		return key, der, err
 	}
 	if k.reusable(now) {
-		return k.cur, nil
+		return k.cur, k.curDER, nil
 	}
 	k.prepare(now)
 	select {
 	case r := <-k.ch:
 		k.pending = false
 		if r.err != nil {
-			return nil, r.err
+			return nil, nil, r.err
 		}
 		key, err := r.key.signer("the key made ahead of time")
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		k.born = now
 		if k.maxAge > 0 {
-			k.cur = key
+			k.cur, k.curDER = key, r.key.der
 		}
-		return key, nil
+		return key, r.key.der, nil
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return nil, nil, ctx.Err()
 	}
 }
 

@@ -28,6 +28,7 @@ type sharedKeys struct {
 
 	mu      sync.Mutex
 	cur     crypto.Signer
+	der     []byte // cur as PKCS#8, encoded once for every instance's files
 	born    time.Time
 	pending *keyCall
 	wg      sync.WaitGroup
@@ -37,6 +38,7 @@ type sharedKeys struct {
 type keyCall struct {
 	done chan struct{}
 	key  crypto.Signer
+	der  []byte
 	err  error
 	born time.Time
 }
@@ -45,14 +47,14 @@ func newSharedKeys(gen func() (crypto.Signer, error), sem chan struct{}) *shared
 	return &sharedKeys{gen: gen, sem: sem}
 }
 
-// get returns the shared key and when it was made, making a new one when there is none
-// or the current one is maxAge old at now.
-func (s *sharedKeys) get(ctx context.Context, now time.Time, maxAge time.Duration) (crypto.Signer, time.Time, error) {
+// get returns the shared key, its PKCS#8 encoding (nil if it has none) and when it was
+// made, making a new one when there is none or the current one is maxAge old at now.
+func (s *sharedKeys) get(ctx context.Context, now time.Time, maxAge time.Duration) (crypto.Signer, []byte, time.Time, error) {
 	s.mu.Lock()
 	if s.cur != nil && now.Sub(s.born) < maxAge {
-		k, b := s.cur, s.born
+		k, der, b := s.cur, s.der, s.born
 		s.mu.Unlock()
-		return k, b, nil
+		return k, der, b, nil
 	}
 	c := s.pending
 	if c == nil {
@@ -64,9 +66,9 @@ func (s *sharedKeys) get(ctx context.Context, now time.Time, maxAge time.Duratio
 	s.mu.Unlock()
 	select {
 	case <-c.done:
-		return c.key, c.born, c.err
+		return c.key, c.der, c.born, c.err
 	case <-ctx.Done():
-		return nil, time.Time{}, ctx.Err()
+		return nil, nil, time.Time{}, ctx.Err()
 	}
 }
 
@@ -74,10 +76,13 @@ func (s *sharedKeys) generate(c *keyCall) {
 	defer s.wg.Done()
 	s.sem <- struct{}{}
 	c.key, c.err = s.gen()
+	if c.err == nil {
+		c.der = compact(c.key).der
+	}
 	<-s.sem
 	s.mu.Lock()
 	if c.err == nil {
-		s.cur, s.born = c.key, c.born
+		s.cur, s.der, s.born = c.key, c.der, c.born
 	}
 	s.pending = nil
 	s.mu.Unlock()

@@ -115,7 +115,7 @@ func TestSharedKeysAge(t *testing.T) {
 	s := newSharedKeys(g.gen, make(chan struct{}, 1))
 	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	ctx := context.Background()
-	k1, born, err := s.get(ctx, t0, time.Hour)
+	k1, _, born, err := s.get(ctx, t0, time.Hour)
 	if err != nil || !born.Equal(t0) {
 		t.Fatal(err, born)
 	}
@@ -128,7 +128,7 @@ func TestSharedKeysAge(t *testing.T) {
 		{30 * time.Minute, 20 * time.Minute, false}, // too old for this instance: a new key
 	}
 	for i, st := range steps {
-		k, _, err := s.get(ctx, t0.Add(st.at), st.maxAge)
+		k, _, _, err := s.get(ctx, t0.Add(st.at), st.maxAge)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -141,7 +141,7 @@ func TestSharedKeysAge(t *testing.T) {
 	}
 	// A failed generation is returned to every waiter and not kept.
 	fail := newSharedKeys(func() (crypto.Signer, error) { return nil, errors.New("no entropy") }, make(chan struct{}, 1))
-	if _, _, err := fail.get(ctx, t0, time.Hour); err == nil {
+	if _, _, _, err := fail.get(ctx, t0, time.Hour); err == nil {
 		t.Error("want the generation error")
 	}
 	s.close()

@@ -32,7 +32,8 @@
 // key first, then the certificate, then the CA; then the directory itself is fsynced —
 // and switches to it with a single rename(2) of a fresh "..data_tmp" symlink over
 // "..data". That rename is the only commit point; the sink directory is fsynced after
-// it. The visible names are relative symlinks through "..data", so they switch with it.
+// it and the link repair below (once for both). The visible names are relative symlinks
+// through "..data", so they switch with it.
 // A failure or a cancelled context before the rename removes the partial generation and
 // leaves the previous files untouched. After the rename the sink creates missing visible
 // links, removes its own links that the new bundle does not use (cert and key of a

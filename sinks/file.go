@@ -288,12 +288,12 @@ func (f *File) derived(b *bundle.Bundle) (map[string][]byte, error) {
 	if !k.client {
 		return out, nil
 	}
-	keyPEM, err := b.KeyPEM()
+	der, err := b.KeyDER()
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", f, err)
 	}
-	blk, _ := pem.Decode(keyPEM)
-	out[f.layout.key], out[f.layout.pk8], out[f.layout.cert] = keyPEM, blk.Bytes, b.ChainPEM()
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	out[f.layout.key], out[f.layout.pk8], out[f.layout.cert] = keyPEM, der, b.ChainPEM()
 	tok, err := f.tokenFiles(b)
 	if err != nil {
 		return nil, err
@@ -614,27 +614,30 @@ func (f *File) fillGeneration(ctx context.Context, d *dirHandle, gen string, fil
 	return f.step(ctx, "commit")
 }
 
-// finish runs after the commit: make it durable, then repair visible links and prune
-// generations other than gen and prev. The context is no longer consulted: the commit
-// happened and the links must follow it.
-func (f *File) finish(d *dirHandle, b *bundle.Bundle, gen, prev string) error {
-	if err := d.sync(); err != nil {
-		return err
-	}
+// finish runs after the commit: repair visible links, prune generations other than gen
+// and prev, and fsync d once, which makes the commit and the new links durable together
+// (also when a step fails: the commit happened). The context is no longer consulted:
+// the commit happened and the links must follow it.
+func (f *File) finish(d *dirHandle, b *bundle.Bundle, gen, prev string) (err error) {
+	defer func() {
+		if serr := d.sync(); err == nil {
+			err = serr
+		}
+	}()
 	if f.hook != nil {
 		if err := f.hook("links"); err != nil {
 			return fmt.Errorf("%s: after commit: %w", f, err)
 		}
 	}
-	want, drop := f.split(kindOf(b))
-	linked, err := repairLinks(d, want, drop)
+	listed, err := d.names()
 	if err != nil {
 		return err
 	}
-	if err := prune(d, gen, prev); err != nil {
+	want, drop := f.split(kindOf(b))
+	if _, err := repairLinks(d, listed, want, drop); err != nil {
 		return err
 	}
-	return syncIf(d, linked)
+	return prune(d, listed, gen, prev)
 }
 
 // syncIf fsyncs d when visible links changed. Removals of old generations need no
@@ -678,16 +681,16 @@ func (f *File) refresh(d *dirHandle, gen string, b, old *bundle.Bundle) error {
 	} else if _, err := g.fixOwnerMode(metaName, metaMode, f.uid, f.gid); err != nil {
 		return fmt.Errorf("%s: %w", f, err)
 	}
+	listed, err := d.names()
+	if err != nil {
+		return err
+	}
 	want, drop := f.split(k)
-	linked, err := repairLinks(d, want, drop)
+	linked, err := repairLinks(d, listed, want, drop)
 	if err != nil {
 		return err
 	}
-	prev, err := previousOf(d, gen)
-	if err != nil {
-		return err
-	}
-	if err := prune(d, gen, prev); err != nil {
+	if err := prune(d, listed, gen, previousOf(listed, gen)); err != nil {
 		return err
 	}
 	return syncIf(d, linked)

@@ -124,19 +124,37 @@ func (d *dirHandle) createFile(name string, data []byte, mode os.FileMode, uid, 
 	if err != nil {
 		return d.pathErr("create", name, err)
 	}
-	f := os.NewFile(uintptr(fd), d.join(name))
+	// The raw descriptor, not an *os.File: a first write creates five files, and on a
+	// virtual machine every system call counts (os.NewFile adds one per file).
 	defer func() {
-		if cerr := f.Close(); err == nil && cerr != nil {
-			err = cerr
+		if cerr := unix.Close(fd); err == nil && cerr != nil {
+			err = d.pathErr("close", name, cerr)
 		}
 	}()
-	if err := setOwnerMode(f, mode, uid, gid); err != nil {
-		return err
+	if uid != -1 || gid != -1 {
+		if err := retryEINTR(func() error { return unix.Fchown(fd, uid, gid) }); err != nil {
+			return d.pathErr("chown", name, err)
+		}
 	}
-	if _, err := f.Write(data); err != nil {
-		return err
+	if err := retryEINTR(func() error { return unix.Fchmod(fd, uint32(mode.Perm())) }); err != nil {
+		return d.pathErr("chmod", name, err)
 	}
-	return f.Sync()
+	for rest := data; len(rest) > 0; {
+		n, err := unix.Write(fd, rest)
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case err != nil:
+			return d.pathErr("write", name, err)
+		case n == 0:
+			return d.pathErr("write", name, io.ErrShortWrite)
+		}
+		rest = rest[n:]
+	}
+	if err := retryEINTR(func() error { return unix.Fsync(fd) }); err != nil {
+		return d.pathErr("fsync", name, err)
+	}
+	return nil
 }
 
 // fixOwnerMode re-applies owner and mode to the existing regular file name, through a

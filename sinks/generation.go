@@ -154,13 +154,17 @@ func checkVisible(d *dirHandle, names []string) error {
 }
 
 // repairLinks creates the missing visible links in want and removes the sink's own links
-// in drop (foreign entries in drop are left alone). It reports whether it changed
-// anything. Links are created only after ..data exists, so none ever dangles.
-func repairLinks(d *dirHandle, want, drop []string) (changed bool, err error) {
+// in drop (foreign entries in drop are left alone); listed are d's entries, read under
+// the lock after the commit, so only names listed need a look (a name that appeared
+// since makes the symlink fail, and the next Write repairs it). It reports whether it
+// changed anything. Links are created only after ..data exists, so none ever dangles.
+func repairLinks(d *dirHandle, listed, want, drop []string) (changed bool, err error) {
 	for _, n := range want {
-		k, err := visibleKind(d, n)
-		if err != nil {
-			return changed, err
+		k := linkAbsent
+		if slices.Contains(listed, n) {
+			if k, err = visibleKind(d, n); err != nil {
+				return changed, err
+			}
 		}
 		switch k {
 		case linkForeign:
@@ -173,6 +177,9 @@ func repairLinks(d *dirHandle, want, drop []string) (changed bool, err error) {
 		}
 	}
 	for _, n := range drop {
+		if !slices.Contains(listed, n) {
+			continue
+		}
 		k, err := visibleKind(d, n)
 		if err != nil {
 			return changed, err
@@ -187,13 +194,10 @@ func repairLinks(d *dirHandle, want, drop []string) (changed bool, err error) {
 	return changed, nil
 }
 
-// prune removes every generation directory not in keep, and a stale ..data_tmp symlink.
-func prune(d *dirHandle, keep ...string) error {
-	names, err := d.names()
-	if err != nil {
-		return err
-	}
-	for _, n := range names {
+// prune removes every generation directory among listed (d's entries) not in keep, and a
+// stale ..data_tmp symlink.
+func prune(d *dirHandle, listed []string, keep ...string) error {
+	for _, n := range listed {
 		switch {
 		case n == dataTmpLink:
 			st, ok, err := d.lstat(n)
@@ -214,20 +218,16 @@ func prune(d *dirHandle, keep ...string) error {
 	return nil
 }
 
-// previousOf returns the newest generation in d whose name sorts before current (the one
-// the last rotation replaced), or "".
-func previousOf(d *dirHandle, current string) (string, error) {
-	names, err := d.names()
-	if err != nil {
-		return "", err
-	}
+// previousOf returns the newest generation among listed (d's entries) whose name sorts
+// before current (the one the last rotation replaced), or "".
+func previousOf(listed []string, current string) string {
 	prev := ""
-	for _, n := range names {
+	for _, n := range listed {
 		if isGeneration(n) && n < current && n > prev {
 			prev = n
 		}
 	}
-	return prev, nil
+	return prev
 }
 
 // commit points ..data at gen with one atomic rename of a fresh ..data_tmp symlink.

@@ -1,12 +1,14 @@
 package bundle
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"errors"
 	"math/big"
 	"strings"
@@ -192,5 +194,32 @@ func TestEqualComparesWhatSinksDeriveFilesFrom(t *testing.T) {
 		if got := Equal(base(), b); got != tt.want {
 			t.Errorf("%s: Equal = %v, want %v", tt.name, got, tt.want)
 		}
+	}
+}
+
+// TestKeyPKCS8: KeyDER and KeyPEM use the encoding a caller set instead of encoding the
+// key again (so it must be the key's), Equal ignores it, and CA-only bundles have none.
+func TestKeyPKCS8(t *testing.T) {
+	b := testBundle(t)
+	der, err := b.KeyDER()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want, _ := x509.MarshalPKCS8PrivateKey(b.Key); !bytes.Equal(der, want) {
+		t.Fatal("KeyDER is not the key's PKCS#8 encoding")
+	}
+	kept := *b
+	kept.KeyPKCS8 = []byte("kept encoding")
+	if got, _ := kept.KeyDER(); string(got) != "kept encoding" {
+		t.Errorf("KeyDER encoded again instead of using KeyPKCS8: %.20q", got)
+	}
+	if pemKey, _ := kept.KeyPEM(); !bytes.Contains(pemKey, []byte(base64.StdEncoding.EncodeToString([]byte("kept encoding")))) {
+		t.Errorf("KeyPEM does not use KeyPKCS8: %s", pemKey)
+	}
+	if !Equal(&kept, b) {
+		t.Error("Equal looks at KeyPKCS8")
+	}
+	if der, err := (&Bundle{CAs: b.CAs}).KeyDER(); der != nil || err != nil {
+		t.Errorf("CA-only: %q, %v", der, err)
 	}
 }
