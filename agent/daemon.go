@@ -190,10 +190,24 @@ func (d *daemon) announce(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-changed:
+			// Each pass looks at every instance: coalesce a burst of changes (1,000
+			// instances starting) into one pass per announceQuantum instead of one per
+			// change. Real time, not the agent's clock: this bounds CPU, and nothing
+			// is due at its end.
+			t := time.NewTimer(announceQuantum)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
 		case <-expiry:
 		}
 	}
 }
+
+// announceQuantum is the least time between two passes of announce over the instances.
+const announceQuantum = 20 * time.Millisecond
 
 // reload builds the new configuration's instances and applies the difference.
 func (d *daemon) reload(ctx context.Context, why string) {
