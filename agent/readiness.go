@@ -128,7 +128,8 @@ func (r *readiness) announce(now time.Time) bool {
 // statusLine is the STATUS= text at now: how many instances have valid files, and the
 // names of those that do not, the permanently failed ones apart. Each list names at most
 // statusNames instances (the first by name) and counts the rest, so the line stays short
-// and cheap to build with thousands of instances: it is rebuilt after changes (at most every announceQuantum).
+// and cheap to build with thousands of instances: it is rebuilt after changes (at most
+// once per announceQuantum).
 func (r *readiness) statusLine(now time.Time) string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
