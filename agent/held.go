@@ -5,24 +5,69 @@ import (
 	"crypto/x509"
 	"fmt"
 	"reflect"
+	"time"
 
 	"github.com/dbcert-agent/dbcert-agent/agent/bundle"
 )
 
 // held is what a loop keeps, between refreshes, of the material its files hold: what
 // scheduling, readiness and metrics read, plus enough to rebuild the whole bundle when
-// a repair (restoring deleted files) needs it. Parsed, a bundle with its own RSA key
-// costs about 8 KB per instance; held keeps the certificates' DER and validity times,
-// the key as PKCS#8 DER unless it is shared (share_keys, key_rotation: the loop's key
-// source holds that key anyway), and the CAs as the interned copies every instance
-// with the same CA shares: about 4 KB (go test -bench HeldMemory).
+// a repair (restoring deleted files) needs it. Parsed, a bundle with its own RSA key and
+// its own CA (Cloud SQL gives every instance one) costs about 10 KB; held keeps each
+// certificate as its DER and validity times (an x509.Certificate is 1.4 KB even
+// empty), the key as PKCS#8 DER unless it is shared (share_keys, key_rotation: the
+// loop's key source holds that key anyway), and the rest of the bundle's fields: about
+// 2.5 KB, most of it the DER (go test -bench HeldMemory). times builds the view the
+// Bundle methods about times need when asked; the whole bundle is parsed again only
+// to restore files.
 type held struct {
-	// sched is the bundle as scheduling sees it: every field of the original except
-	// Key (nil) and the chain, whose certificates carry only Raw, NotBefore and
-	// NotAfter. It serves the Bundle methods about times, HasClientCert, CANotAfter and
-	// leaf equality (Raw); never a sink or a verification.
-	sched *bundle.Bundle
+	meta  bundle.Bundle // every field of the original but Key, KeyPKCS8, Chain and CAs
+	chain []heldCert
+	cas   []heldCert
 	key   compactKey // encoded unless shared with the key source
+}
+
+// heldCert is a certificate as held: its DER (shared with the parsed certificate it
+// came from, so instances with one CA share its bytes) and validity.
+type heldCert struct {
+	raw                 []byte
+	notBefore, notAfter time.Time
+}
+
+func holdCerts(cs []*x509.Certificate) []heldCert {
+	out := make([]heldCert, len(cs))
+	for i, c := range cs {
+		out[i] = heldCert{raw: c.Raw, notBefore: c.NotBefore, notAfter: c.NotAfter}
+	}
+	return out
+}
+
+// view is the certificates as scheduling sees them: Raw, NotBefore and NotAfter only.
+func view(hs []heldCert) []*x509.Certificate {
+	if len(hs) == 0 {
+		return nil
+	}
+	out := make([]*x509.Certificate, len(hs))
+	for i, h := range hs {
+		out[i] = &x509.Certificate{Raw: h.raw, NotBefore: h.notBefore, NotAfter: h.notAfter}
+	}
+	return out
+}
+
+// parse parses hs again.
+func parse(hs []heldCert) ([]*x509.Certificate, error) {
+	if len(hs) == 0 {
+		return nil, nil
+	}
+	out := make([]*x509.Certificate, len(hs))
+	for i, h := range hs {
+		c, err := x509.ParseCertificate(h.raw)
+		if err != nil {
+			return nil, fmt.Errorf("the certificate held in memory: %w", err)
+		}
+		out[i] = c
+	}
+	return out, nil
 }
 
 // compactKey is a private key kept in little memory: as PKCS#8 DER (about 1.2 KB for
@@ -71,13 +116,8 @@ func hold(b *bundle.Bundle, keep crypto.Signer) *held {
 	if b == nil {
 		return nil
 	}
-	s := *b
-	s.Key, s.KeyPKCS8 = nil, nil
-	s.Chain = make([]*x509.Certificate, len(b.Chain))
-	for i, c := range b.Chain {
-		s.Chain[i] = &x509.Certificate{Raw: c.Raw, NotBefore: c.NotBefore, NotAfter: c.NotAfter}
-	}
-	h := &held{sched: &s}
+	h := &held{meta: *b, chain: holdCerts(b.Chain), cas: holdCerts(b.CAs)}
+	h.meta.Key, h.meta.KeyPKCS8, h.meta.Chain, h.meta.CAs = nil, nil, nil, nil
 	switch {
 	case keep != nil && sameKey(b.Key, keep):
 		h.key = compactKey{key: b.Key}
@@ -95,24 +135,28 @@ func sameKey(a, b crypto.Signer) bool {
 	return a != nil && reflect.TypeOf(a).Comparable() && reflect.TypeOf(a) == reflect.TypeOf(b) && a == b
 }
 
-// times is the bundle as scheduling sees it (see sched); nil when h is nil.
+// times is the bundle as scheduling sees it, built anew at every call: every field but
+// Key, the certificates carrying only Raw, NotBefore and NotAfter. It serves the
+// Bundle methods about times, HasClientCert, CANotAfter and certificate equality (Raw);
+// never a sink or a verification. nil when h is nil.
 func (h *held) times() *bundle.Bundle {
 	if h == nil {
 		return nil
 	}
-	return h.sched
+	b := h.meta
+	b.Chain, b.CAs = view(h.chain), view(h.cas)
+	return &b
 }
 
-// bundle rebuilds the whole bundle: the chain and key parsed again, the rest as held.
+// bundle rebuilds the whole bundle: the certificates and key parsed again.
 func (h *held) bundle() (*bundle.Bundle, error) {
-	b := *h.sched
-	b.Chain = make([]*x509.Certificate, len(h.sched.Chain))
-	for i, c := range h.sched.Chain {
-		p, err := x509.ParseCertificate(c.Raw)
-		if err != nil {
-			return nil, fmt.Errorf("the certificate held in memory: %w", err)
-		}
-		b.Chain[i] = p
+	b := h.meta
+	var err error
+	if b.Chain, err = parse(h.chain); err != nil {
+		return nil, err
+	}
+	if b.CAs, err = parse(h.cas); err != nil {
+		return nil, err
 	}
 	if !h.key.empty() {
 		key, err := h.key.signer(heldKey)
@@ -129,13 +173,13 @@ func (h *held) same(b *bundle.Bundle) bool {
 	if h == nil || b == nil {
 		return false
 	}
-	view := *h.sched
+	v := h.times()
 	if !h.key.empty() {
 		key, err := h.key.signer(heldKey)
 		if err != nil {
 			return false
 		}
-		view.Key = key
+		v.Key = key
 	}
-	return sameMaterial(&view, b)
+	return sameMaterial(v, b)
 }

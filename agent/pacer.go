@@ -405,5 +405,6 @@ func (m *Metrics) Pace(credentials string, perSecond float64) {
 // urgent reports whether a loop's request must not wait behind renewals that can: it
 // has no valid files, or less than a sixth of their lifetime left.
 func urgent(st *loopState, now time.Time) bool {
-	return st.cur == nil || st.cur.sched.NotAfter().Sub(now) < st.cur.sched.Lifetime()/6
+	cur := st.cur.times()
+	return cur == nil || cur.NotAfter().Sub(now) < cur.Lifetime()/6
 }

@@ -226,9 +226,9 @@ func (d *daemon) due(in *Instance, st *loopState, now time.Time) time.Time {
 	case st.cur == nil:
 		t = now
 	case !in.NeedsKey:
-		t = in.nextDownload(st.cur.sched, now) // zero without a schedule
+		t = in.nextDownload(st.cur.times(), now) // zero without a schedule
 	default:
-		t = in.renewAt(st.cur.sched, st.jitter)
+		t = in.renewAt(st.cur.times(), st.jitter)
 	}
 	if st.retryAt.IsZero() && !st.schedAt.IsZero() && (t.IsZero() || st.schedAt.Before(t)) {
 		t = st.schedAt
@@ -382,12 +382,12 @@ func (d *daemon) failed(in *Instance, st *loopState, err error, reason string, l
 	a := d.a
 	now := a.now()
 	var left time.Duration
-	if st.cur != nil {
-		left = st.cur.sched.NotAfter().Sub(now)
+	if cur := st.cur.times(); cur != nil {
+		left = cur.NotAfter().Sub(now)
 		if left <= 0 {
 			// The files have expired (say the disk stayed full): keep retrying at least
 			// every quarter of their lifetime, so short lifetimes recover quickly too.
-			left = st.cur.sched.Lifetime()
+			left = cur.Lifetime()
 		}
 	}
 	ok, after := retryable(err)
@@ -406,7 +406,7 @@ func (d *daemon) failed(in *Instance, st *loopState, err error, reason string, l
 	d.a.obs.Refreshed(in.Name, reason)
 	attrs := []any{"err", err, "retry_in", wait.Round(time.Millisecond), "attempt", st.attempt}
 	if st.cur != nil {
-		attrs = append(attrs, "files_valid_until", fmtTime(st.cur.sched.NotAfter()))
+		attrs = append(attrs, "files_valid_until", fmtTime(st.cur.times().NotAfter()))
 	}
 	if ok {
 		log.Warn("refresh failed; will retry", attrs...)
@@ -481,7 +481,7 @@ func (d *daemon) adoptNewer(in *Instance, st *loopState, log *slog.Logger) bool 
 		return false
 	}
 	own := st.wrote.same(disk)
-	if !own && st.cur != nil && !disk.Start().After(st.cur.sched.Start()) {
+	if !own && st.cur != nil && !disk.Start().After(st.cur.times().Start()) {
 		return false
 	}
 	d.cas.intern(disk)
@@ -507,8 +507,9 @@ func (d *daemon) report(in *Instance, st *loopState) {
 	if !st.retryAt.IsZero() {
 		next = st.retryAt
 	}
-	d.a.obs.Files(in.Name, st.cur.times(), next)
-	d.ready.set(in.Name, st.cur.times(), st.failed)
+	cur := st.cur.times()
+	d.a.obs.Files(in.Name, cur, next)
+	d.ready.set(in.Name, cur, st.failed)
 }
 
 func fmtTime(t time.Time) string {
