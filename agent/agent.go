@@ -12,6 +12,7 @@ import (
 	"errors"
 	"log/slog"
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	"github.com/dbcert-agent/dbcert-agent/agent/bundle"
@@ -75,6 +76,8 @@ type Agent struct {
 	rand      func() float64
 	sleep     func(ctx context.Context, d time.Duration) error
 	after     func(time.Duration) <-chan time.Time
+	// realTimers: after is time.After, so afterFunc can use runtime timers.
+	realTimers bool
 	// parallel bounds how many instances `once` refreshes at the same time.
 	parallel int
 	obs      Observer
@@ -116,7 +119,7 @@ func NewWithInstances(instances []*Instance, o Options) *Agent {
 		a.sleep = sleepCtx
 	}
 	if a.after == nil {
-		a.after = time.After
+		a.after, a.realTimers = time.After, true
 	}
 	if a.parallel <= 0 {
 		a.parallel = 8
@@ -158,4 +161,33 @@ func retryable(err error) (bool, time.Duration) {
 		return true, ra.RetryAfter()
 	}
 	return true, 0
+}
+
+// afterFunc calls f once d has passed on the agent's clock, unless the returned stop
+// function is called first (it reports whether it stopped f). With the real clock it is
+// a runtime timer, which costs no goroutine while it waits (an idle instance waits so);
+// with an injected After (tests on a fake clock), a goroutine waits on it.
+func (a *Agent) afterFunc(d time.Duration, f func()) (stop func() bool) {
+	if a.realTimers {
+		return time.AfterFunc(d, f).Stop
+	}
+	ch := a.after(d)
+	quit := make(chan struct{})
+	var state atomic.Int32 // 0 waiting, 1 fired, 2 stopped
+	go func() {
+		select {
+		case <-ch:
+			if state.CompareAndSwap(0, 1) {
+				f() // may call stop: it then reports false
+			}
+		case <-quit:
+		}
+	}()
+	return func() bool {
+		if state.CompareAndSwap(0, 2) {
+			close(quit)
+			return true
+		}
+		return false
+	}
 }

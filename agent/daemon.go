@@ -94,7 +94,7 @@ func (d *daemon) run(ctx context.Context) error {
 	var aux sync.WaitGroup
 	auxCtx, stopAux := context.WithCancel(ctx)
 	defer func() { stopAux(); aux.Wait() }()
-	aux.Add(2)
+	aux.Add(3)
 	if d.clockTick == nil {
 		t := time.NewTicker(clockPeriod)
 		defer t.Stop()
@@ -105,6 +105,7 @@ func (d *daemon) run(ctx context.Context) error {
 	}
 	go func() { defer aux.Done(); d.clock.run(auxCtx, d.clockTick, d.clockRead) }()
 	go func() { defer aux.Done(); d.watchEvents(auxCtx) }()
+	go func() { defer aux.Done(); d.wakeOnClockJumps(auxCtx) }()
 
 	reloads := make(chan struct{}, 1)
 	if d.o.Reload != nil && d.o.ConfigPath != "" {
@@ -313,16 +314,14 @@ func sameSpec(a, b *config.Instance) bool {
 
 func (d *daemon) start(ctx context.Context, in *Instance) {
 	lctx, cancel := context.WithCancel(ctx)
-	l := &loop{in: in, hb: &heartbeat{}, cancel: cancel, done: make(chan struct{}), trigger: make(chan struct{}, 1), heal: make(chan struct{}, 1)}
+	l := &loop{in: in, hb: &heartbeat{}, ctx: lctx, cancel: cancel, done: make(chan struct{}), running: true}
 	d.mu.Lock()
 	d.loops[in.Name] = l
 	d.mu.Unlock()
 	d.ready.add(in.Name)
-	d.wg.Add(1)
-	go func() {
-		defer d.wg.Done()
-		d.loop(lctx, l)
-	}()
+	d.wg.Add(1) // done when the loop ends
+	context.AfterFunc(lctx, func() { d.wake(l, wakeDone) })
+	go d.run1(l)
 }
 
 // stop cancels a loop and waits for it: a write or hook in progress finishes first.
@@ -356,6 +355,24 @@ func (d *daemon) stopAll() {
 		d.stop(l)
 	}
 	d.wg.Wait()
+}
+
+// wakeOnClockJumps wakes every loop when the wall clock jumps, so each checks its
+// timer against it (see clockWatch).
+func (d *daemon) wakeOnClockJumps(ctx context.Context) {
+	for {
+		ch := d.clock.changed()
+		select {
+		case <-ctx.Done():
+			return
+		case <-ch:
+		}
+		d.mu.Lock()
+		for _, l := range d.loops {
+			d.wake(l, wakeClock)
+		}
+		d.mu.Unlock()
+	}
 }
 
 // poke sends on a buffered(1) channel without blocking.
@@ -414,7 +431,7 @@ func (d *daemon) watchEvents(ctx context.Context) {
 			}
 			d.mu.Unlock()
 			if l != nil {
-				poke(l.heal)
+				d.wake(l, wakeHeal)
 			}
 		case err, ok := <-d.watcher.Errors:
 			if !ok {
@@ -424,7 +441,7 @@ func (d *daemon) watchEvents(ctx context.Context) {
 			d.a.log.Warn("sink directory watch error; re-checking all files", "err", err)
 			d.mu.Lock()
 			for _, l := range d.loops {
-				poke(l.heal)
+				d.wake(l, wakeHeal)
 			}
 			d.mu.Unlock()
 		}
@@ -508,12 +525,5 @@ func (d *daemon) reloadLimit() time.Duration {
 }
 
 // releaseMemory gives back what the start-up burst of refreshes (keys, TLS, JSON) used,
-// once every instance has files. A garbage collection halves each idle loop's stack at
-// most once (the HTTP calls of a refresh grow it to 16 KB or more), so a few run before
-// the memory is returned; an idle loop then holds a 4 KB stack instead of 8 to 32 KB.
-func releaseMemory() {
-	for range 3 {
-		runtime.GC()
-	}
-	debug.FreeOSMemory()
-}
+// once every instance has files: the garbage is collected and its pages returned.
+func releaseMemory() { debug.FreeOSMemory() }

@@ -13,6 +13,7 @@ import (
 	"math/big"
 	"net"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -598,7 +599,7 @@ func TestOwnWritesAreNotAnotherProcess(t *testing.T) {
 		d.mu.Lock()
 		l := d.loops["a"]
 		d.mu.Unlock()
-		poke(l.heal)
+		d.wake(l, wakeHeal)
 		time.Sleep(150 * time.Millisecond) // repair lets events settle for 100 ms
 		settle(t, d)
 	}
@@ -708,7 +709,7 @@ func TestSystemdNotifyEndToEnd(t *testing.T) {
 	sched.block = gate
 	sched.mu.Unlock()
 	d.mu.Lock()
-	poke(d.loops["wedged"].trigger)
+	d.wake(d.loops["wedged"], wakeTrigger)
 	d.mu.Unlock()
 	eventually(t, 10*time.Second, "the pings to stop", func() bool {
 		before, _ := count("WATCHDOG=1")
@@ -734,7 +735,7 @@ func TestGoneFilesAreNotReady(t *testing.T) {
 	sink.b, sink.fail = nil, errors.New("read-only file system")
 	sink.mu.Unlock()
 	d.mu.Lock()
-	poke(d.loops["a"].heal) // what the directory watch does
+	d.wake(d.loops["a"], wakeHeal) // what the directory watch does
 	d.mu.Unlock()
 	time.Sleep(150 * time.Millisecond)
 	settle(t, d)
@@ -779,4 +780,38 @@ func TestCurrentAcrossTokenAndPlainSinks(t *testing.T) {
 	if _, err := a.current(in, now); err == nil {
 		t.Error("sinks with different certificates read as one set")
 	}
+}
+
+// TestIdleInstancesHaveNoGoroutine: once every instance has its files, an idle
+// instance is parked (a runtime timer, no goroutine), so a daemon of 300 instances
+// runs a handful of goroutines, not one per instance; a wake-up (here a change in the
+// sink, as the directory watch reports it) still reaches a parked loop.
+func TestIdleInstancesHaveNoGoroutine(t *testing.T) {
+	const n = 300
+	var ins []*Instance
+	sinks := make([]*memSink, n)
+	for i := range n {
+		sinks[i] = &memSink{}
+		p := &fakeProvider{t: t, clock: time.Now, life: time.Hour}
+		ins = append(ins, &Instance{Name: fmt.Sprintf("i%03d", i), Provider: p, NeedsKey: true, Sinks: []Sink{sinks[i]},
+			Renewal: config.Renewal{KeyMaxAge: time.Hour}})
+	}
+	before := runtime.NumGoroutine()
+	d, _ := fakeDaemon(t, nil, fakeRunOptions{RunOptions: RunOptions{ShareKeys: true}}, ins...)
+	eventually(t, 30*time.Second, "files for every instance", func() bool {
+		for _, s := range sinks {
+			if b, _ := s.Current(); b == nil {
+				return false
+			}
+		}
+		return true
+	})
+	settle(t, d)
+	if got := runtime.NumGoroutine() - before; got > 30 {
+		t.Errorf("%d goroutines for %d idle instances", got, n)
+	}
+	l := d.loops["i007"]
+	sinks[7].set(nil) // the files are gone
+	d.wake(l, wakeHeal)
+	eventually(t, 10*time.Second, "the parked loop restores the files", func() bool { b, _ := sinks[7].Current(); return b != nil })
 }

@@ -87,14 +87,25 @@ const (
 	reasonHook      = "hook"
 )
 
-// loop is one running instance.
+// loop is one running instance. It has a goroutine only while it works: an idle loop
+// is parked (its state in st, a runtime timer for when it is due), and wake starts a
+// goroutine for it again. With thousands of instances that saves a stack each.
 type loop struct {
-	in      *Instance
-	hb      *heartbeat // progress, for the watchdog
-	cancel  context.CancelFunc
-	done    chan struct{}
-	trigger chan struct{} // refresh now (buffered 1)
-	heal    chan struct{} // a sink directory changed (buffered 1)
+	in     *Instance
+	hb     *heartbeat // progress, for the watchdog
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the loop has ended
+
+	// Set by the loop's first goroutine; used only by the goroutine that runs it.
+	st  *loopState
+	log *slog.Logger
+
+	mu        sync.Mutex
+	running   bool        // a goroutine runs the loop (else it is parked or ended)
+	ended     bool        // it has ended: wakes are ignored
+	woken     wake        // why it was woken while it ran (bits), handled before it parks
+	stopTimer func() bool // the parked loop's timer (nil: none)
 }
 
 // loopState is what one loop remembers between iterations. Owned by its goroutine.
@@ -122,28 +133,92 @@ type loopState struct {
 	warnedRenew bool
 }
 
-// loop runs one instance until ctx is done. While it waits it holds a shallow stack
-// (loop, wait): the work is done in functions that have returned by then, so the
-// garbage collector can shrink an idle loop's stack to 4 KB (it does when less than a
-// quarter is in use), which matters with thousands of instances.
-func (d *daemon) loop(ctx context.Context, l *loop) {
-	defer close(l.done)
-	st, log := d.resume(l)
-	defer st.keys.close()
+// run runs the loop from its start (reading the files on disk) in the calling
+// goroutine, until it parks or ends.
+func (d *daemon) run1(l *loop) {
+	l.st, l.log = d.resume(l)
+	d.cycle(l, 0)
+}
+
+// cycle handles the wake-ups w, does what is due (work), and parks the loop when nothing
+// else woke it meanwhile; it returns once the loop is parked or has ended. The loop's
+// goroutine holds no stack while parked; wake starts a new one.
+func (d *daemon) cycle(l *loop, w wake) {
+	st, log := l.st, l.log
 	for {
-		wake := d.work(ctx, l, st, log)
-		l.hb.idle()
-		w := d.wait(ctx, l, wake)
 		l.hb.busy("handling a wake-up", writeAllowance)
-		switch w {
-		case wakeDone:
+		if w&wakeDone != 0 || l.ctx.Err() != nil {
+			d.end(l)
 			return
-		case wakeTrigger:
+		}
+		if w&wakeHeal != 0 {
+			d.repair(l.ctx, l, st, log)
+		}
+		if w&wakeTrigger != 0 {
 			st.forced = true
-		case wakeHeal:
-			d.repair(ctx, l, st, log)
+		}
+		due := d.work(l.ctx, l, st, log)
+		l.hb.idle()
+		var more bool
+		if w, more = d.park(l, due); !more {
+			return
 		}
 	}
+}
+
+// park takes the wake-ups that arrived while the loop worked (more: there were some, go
+// on), or parks the loop with a timer for due (zero: none).
+func (d *daemon) park(l *loop, due time.Time) (w wake, more bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.woken != 0 {
+		w, l.woken = l.woken, 0
+		return w, true
+	}
+	l.running = false
+	if !due.IsZero() {
+		l.stopTimer = d.a.afterFunc(due.Sub(d.a.now()), func() { d.wake(l, wakeTimer) })
+	}
+	return 0, false
+}
+
+// wake tells the loop why it should look again: a parked loop gets a goroutine, a
+// running one handles w before it parks. Safe for concurrent use; ignored once the
+// loop has ended.
+func (d *daemon) wake(l *loop, w wake) {
+	l.mu.Lock()
+	if l.ended {
+		l.mu.Unlock()
+		return
+	}
+	if l.running {
+		l.woken |= w
+		l.mu.Unlock()
+		return
+	}
+	l.running = true
+	if l.stopTimer != nil {
+		l.stopTimer()
+		l.stopTimer = nil
+	}
+	l.mu.Unlock()
+	go d.cycle(l, w)
+}
+
+// end finishes the loop: nothing runs for it any more.
+func (d *daemon) end(l *loop) {
+	l.mu.Lock()
+	l.ended, l.running = true, false
+	if l.stopTimer != nil {
+		l.stopTimer()
+		l.stopTimer = nil
+	}
+	l.mu.Unlock()
+	if l.st != nil {
+		l.st.keys.close()
+	}
+	close(l.done)
+	d.wg.Done()
 }
 
 // resume sets up a loop's state from the files on disk (valid ones are adopted and
@@ -239,36 +314,16 @@ func (d *daemon) due(in *Instance, st *loopState, now time.Time) time.Time {
 	return t
 }
 
+// wake is a set of reasons to look again (bits).
 type wake int
 
 const (
-	wakeTimer wake = iota
-	wakeDone
-	wakeTrigger
-	wakeHeal
-	wakeClock
+	wakeTimer   wake = 1 << iota // something is due
+	wakeDone                     // the loop's context is done
+	wakeTrigger                  // refresh now (a schedule)
+	wakeHeal                     // a sink directory changed
+	wakeClock                    // the wall clock jumped
 )
-
-// wait sleeps until due (zero: no timer), a trigger, a heal event, a clock jump, or
-// the end of ctx.
-func (d *daemon) wait(ctx context.Context, l *loop, due time.Time) wake {
-	var timer <-chan time.Time
-	if !due.IsZero() {
-		timer = d.a.after(due.Sub(d.a.now()))
-	}
-	select {
-	case <-ctx.Done():
-		return wakeDone
-	case <-timer:
-		return wakeTimer
-	case <-l.trigger:
-		return wakeTrigger
-	case <-l.heal:
-		return wakeHeal
-	case <-d.clock.changed():
-		return wakeClock
-	}
-}
 
 // refresh makes one attempt: fetch (bounded by the in-flight limit), verify, write,
 // run hooks. Failures set st.retryAt; files that are valid are never touched by one.
@@ -435,10 +490,9 @@ func (d *daemon) repair(ctx context.Context, l *loop, st *loopState, log *slog.L
 		return
 	case <-timer.C:
 	}
-	select {
-	case <-l.heal:
-	default:
-	}
+	l.mu.Lock()
+	l.woken &^= wakeHeal // the events of the burst are handled by this repair
+	l.mu.Unlock()
 	if d.adoptNewer(l.in, st, log) || st.cur == nil {
 		d.report(l.in, st)
 		return
