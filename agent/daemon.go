@@ -360,13 +360,14 @@ func (d *daemon) stopAll() {
 // wakeOnClockJumps wakes every loop when the wall clock jumps, so each checks its
 // timer against it (see clockWatch).
 func (d *daemon) wakeOnClockJumps(ctx context.Context) {
+	ch := d.clock.changed()
 	for {
-		ch := d.clock.changed()
 		select {
 		case <-ctx.Done():
 			return
 		case <-ch:
 		}
+		ch = d.clock.changed() // before waking: a jump meanwhile is not missed
 		d.mu.Lock()
 		for _, l := range d.loops {
 			d.wake(l, wakeClock)

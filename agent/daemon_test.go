@@ -191,6 +191,10 @@ type memSink struct {
 	fail   error
 }
 
+// String names the sink in logs (fmt would otherwise read its fields, mutex and all,
+// without the lock).
+func (s *memSink) String() string { return "memory sink" }
+
 func (s *memSink) Write(_ context.Context, b *bundle.Bundle) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -810,7 +814,9 @@ func TestIdleInstancesHaveNoGoroutine(t *testing.T) {
 	if got := runtime.NumGoroutine() - before; got > 30 {
 		t.Errorf("%d goroutines for %d idle instances", got, n)
 	}
+	d.mu.Lock()
 	l := d.loops["i007"]
+	d.mu.Unlock()
 	sinks[7].set(nil) // the files are gone
 	d.wake(l, wakeHeal)
 	eventually(t, 10*time.Second, "the parked loop restores the files", func() bool { b, _ := sinks[7].Current(); return b != nil })

@@ -18,7 +18,8 @@ idle=${2:-600}
 cd "$(dirname "$0")/.."
 work=$(mktemp -d)
 trap 'kill $emu_pid $agent_pid 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
-go build -o "$work/dbcert-agent" .
+# As packaged (packaging/build.sh): static, without symbol tables.
+CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$work/dbcert-agent" .
 bin="$work/dbcert-agent"
 
 "$bin" dev -emulator-only -instances "$n" -cert-lifetime 1h -dir "$work/dev" >"$work/emu.log" 2>&1 &
