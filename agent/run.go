@@ -108,7 +108,8 @@ type loop struct {
 	stopTimer func() bool // the parked loop's timer (nil: none)
 }
 
-// loopState is what one loop remembers between iterations. Owned by its goroutine.
+// loopState is what one loop remembers between iterations. Used only by the goroutine
+// that runs the loop at the time (one at a time: see wake).
 type loopState struct {
 	cur     *held     // what is on disk and valid (nil: nothing valid)
 	jitter  float64   // drawn once per certificate
