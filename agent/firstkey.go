@@ -8,8 +8,8 @@ import (
 // FirstKey is one RSA-2048 key made in the background from the moment it is started, for
 // Run's first key: a daemon's first API request waits for a key (tens of milliseconds),
 // and making it while the configuration is still being parsed takes that off the
-// start-up path. The first caller of take gets it (waiting for it if it is not ready
-// yet); later callers get a fresh key. A FirstKey that is never taken is simply dropped
+// start-up path. The first key the daemon asks for is this one (waiting for it if it is
+// not ready yet; see wrap); later ones are made as usual. A FirstKey that is never taken is simply dropped
 // (a configuration without client certificates wastes one key generation at start).
 // Safe for concurrent use.
 type FirstKey struct {

@@ -17,7 +17,7 @@ import (
 // certificate as its DER and validity times (an x509.Certificate is 1.4 KB even
 // empty), the key as PKCS#8 DER unless it is shared (share_keys, key_rotation: the
 // loop's key source holds that key anyway), and the rest of the bundle's fields: about
-// 2.5 KB, most of it the DER (go test -bench HeldMemory). times builds the view the
+// 3.3 KB, most of it the DER (go test -bench HeldMemory). times builds the view the
 // Bundle methods about times need when asked; the whole bundle is parsed again only
 // to restore files.
 type held struct {
@@ -27,8 +27,9 @@ type held struct {
 	key   compactKey // encoded unless shared with the key source
 }
 
-// heldCert is a certificate as held: its DER (shared with the parsed certificate it
-// came from, so instances with one CA share its bytes) and validity.
+// heldCert is a certificate as held: its DER and validity. The DER is the parsed
+// certificate's own Raw, so instances whose CA was interned together (caIntern) share
+// its bytes.
 type heldCert struct {
 	raw                 []byte
 	notBefore, notAfter time.Time

@@ -105,7 +105,7 @@ type loop struct {
 	running   bool        // a goroutine runs the loop (else it is parked or ended)
 	ended     bool        // it has ended: wakes are ignored
 	woken     wake        // why it was woken while it ran (bits), handled before it parks
-	stopTimer func() bool // the parked loop's timer (nil: none)
+	stopTimer func() bool // stops the parked loop's timer (nil: none)
 }
 
 // loopState is what one loop remembers between iterations. Used only by the goroutine
@@ -134,7 +134,7 @@ type loopState struct {
 	warnedRenew bool
 }
 
-// run runs the loop from its start (reading the files on disk) in the calling
+// run1 runs the loop from its start (reading the files on disk) in the calling
 // goroutine, until it parks or ends.
 func (d *daemon) run1(l *loop) {
 	l.st, l.log = d.resume(l)
@@ -206,14 +206,11 @@ func (d *daemon) wake(l *loop, w wake) {
 	go d.cycle(l, w)
 }
 
-// end finishes the loop: nothing runs for it any more.
+// end finishes the loop: nothing runs for it any more. It runs in the loop's goroutine,
+// so no timer is armed (wake disarmed it when it started the goroutine).
 func (d *daemon) end(l *loop) {
 	l.mu.Lock()
 	l.ended, l.running = true, false
-	if l.stopTimer != nil {
-		l.stopTimer()
-		l.stopTimer = nil
-	}
 	l.mu.Unlock()
 	if l.st != nil {
 		l.st.keys.close()
@@ -438,7 +435,8 @@ func (d *daemon) failed(in *Instance, st *loopState, err error, reason string, l
 	a := d.a
 	now := a.now()
 	var left time.Duration
-	if cur := st.cur.times(); cur != nil {
+	cur := st.cur.times()
+	if cur != nil {
 		left = cur.NotAfter().Sub(now)
 		if left <= 0 {
 			// The files have expired (say the disk stayed full): keep retrying at least
@@ -461,8 +459,8 @@ func (d *daemon) failed(in *Instance, st *loopState, err error, reason string, l
 	}
 	d.a.obs.Refreshed(in.Name, reason)
 	attrs := []any{"err", err, "retry_in", wait.Round(time.Millisecond), "attempt", st.attempt}
-	if st.cur != nil {
-		attrs = append(attrs, "files_valid_until", fmtTime(st.cur.times().NotAfter()))
+	if cur != nil {
+		attrs = append(attrs, "files_valid_until", fmtTime(cur.NotAfter()))
 	}
 	if ok {
 		log.Warn("refresh failed; will retry", attrs...)

@@ -27,28 +27,28 @@ func parseFile(filename string, src []byte, ends []hcl.Pos, size int) (file *hcl
 	if len(src) < 2*size {
 		return parseWhole(filename, src)
 	}
-	var bodies []hcl.Body
-	start := hcl.InitialPos
-	for i, end := range ends {
-		if end.Byte-start.Byte < size && i < len(ends)-1 {
-			continue
+	// Pieces start at the file's start and at the first block end at least size bytes
+	// after the previous start; the last runs to the end of the file.
+	starts := []hcl.Pos{hcl.InitialPos}
+	for _, end := range ends {
+		if end.Byte-starts[len(starts)-1].Byte >= size && end.Byte < len(src) {
+			starts = append(starts, end)
 		}
-		f, ds := hclsyntax.ParseConfig(src[start.Byte:end.Byte], filename, start)
-		if ds.HasErrors() {
-			return parseWhole(filename, src)
-		}
-		bodies, diags = append(bodies, f.Body), append(diags, ds...)
-		start = end
 	}
-	if start.Byte < len(src) {
-		f, ds := hclsyntax.ParseConfig(src[start.Byte:], filename, start)
-		if ds.HasErrors() {
-			return parseWhole(filename, src)
-		}
-		bodies, diags = append(bodies, f.Body), append(diags, ds...)
-	}
-	if len(bodies) < 2 {
+	if len(starts) < 2 {
 		return parseWhole(filename, src)
+	}
+	bodies := make([]hcl.Body, len(starts))
+	for i, start := range starts {
+		stop := len(src)
+		if i+1 < len(starts) {
+			stop = starts[i+1].Byte
+		}
+		f, ds := hclsyntax.ParseConfig(src[start.Byte:stop], filename, start)
+		if ds.HasErrors() {
+			return parseWhole(filename, src)
+		}
+		bodies[i], diags = f.Body, append(diags, ds...)
 	}
 	return &hcl.File{Body: hcl.MergeBodies(bodies), Bytes: src}, diags, true
 }

@@ -131,13 +131,8 @@ func (d *dirHandle) createFile(name string, data []byte, mode os.FileMode, uid, 
 			err = d.pathErr("close", name, cerr)
 		}
 	}()
-	if uid != -1 || gid != -1 {
-		if err := retryEINTR(func() error { return unix.Fchown(fd, uid, gid) }); err != nil {
-			return d.pathErr("chown", name, err)
-		}
-	}
-	if err := retryEINTR(func() error { return unix.Fchmod(fd, uint32(mode.Perm())) }); err != nil {
-		return d.pathErr("chmod", name, err)
+	if err := d.setOwnerMode(fd, name, mode, uid, gid); err != nil {
+		return err
 	}
 	for rest := data; len(rest) > 0; {
 		n, err := unix.Write(fd, rest)
@@ -174,18 +169,21 @@ func (d *dirHandle) fixOwnerMode(name string, mode os.FileMode, uid, gid int) (b
 	if ownerOK && modeOK {
 		return false, nil
 	}
-	return true, setOwnerMode(f, mode, uid, gid)
+	return true, d.setOwnerMode(int(f.Fd()), name, mode, uid, gid)
 }
 
 // setOwnerMode applies owner (first, so the group is final before group bits appear) and
-// then the exact mode, ignoring the umask, on an open file.
-func setOwnerMode(f *os.File, mode os.FileMode, uid, gid int) error {
+// then the exact mode (permission bits), ignoring the umask, on fd, the open file name.
+func (d *dirHandle) setOwnerMode(fd int, name string, mode os.FileMode, uid, gid int) error {
 	if uid != -1 || gid != -1 {
-		if err := f.Chown(uid, gid); err != nil {
-			return err
+		if err := retryEINTR(func() error { return unix.Fchown(fd, uid, gid) }); err != nil {
+			return d.pathErr("chown", name, err)
 		}
 	}
-	return f.Chmod(mode)
+	if err := retryEINTR(func() error { return unix.Fchmod(fd, uint32(mode.Perm())) }); err != nil {
+		return d.pathErr("chmod", name, err)
+	}
+	return nil
 }
 
 // openRegular opens name for reading, refusing symlinks, FIFOs, devices and directories.

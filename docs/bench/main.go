@@ -89,11 +89,12 @@ func main() {
 			r     runner
 			bin   string
 			label string
+			floor bool // time the keygen floor before each run (default mode)
 			res   []*result
 		}
 		ms := []*mode{
 			{on: *proxyBin != "" && strings.Contains(*modes, "proxy"), r: runProxy, bin: *proxyBin, label: "cloud-sql-proxy"},
-			{on: strings.Contains(*modes, "agent"), r: runAgent(false), bin: *agentBin, label: "dbcert-agent"},
+			{on: strings.Contains(*modes, "agent"), r: runAgent(false), bin: *agentBin, label: "dbcert-agent", floor: true},
 			{on: strings.Contains(*modes, "share"), r: runAgent(true), bin: *agentBin, label: "dbcert-agent share_keys"},
 		}
 		// The machine's speed drifts by as much as 20% within minutes (it is shared), so
@@ -101,17 +102,17 @@ func main() {
 		// taken per run; the ratios' median is printed.
 		var floorRatios []float64
 		for range *runs {
-			for i, m := range ms {
+			for _, m := range ms {
 				if !m.on {
 					continue
 				}
 				var runFloor time.Duration
-				if i == 1 {
+				if m.floor {
 					runFloor = time.Duration(n) * keygenTime(200) / time.Duration(runtime.NumCPU())
 				}
 				r := run(m.r, m.bin, n, emulator.Quota{}, *settle, m.label)
 				m.res = append(m.res, r)
-				if i == 1 {
+				if m.floor {
 					floorRatios = append(floorRatios, r.first.Seconds()/runFloor.Seconds())
 					fmt.Printf("  (keygen floor timed just before: %.2f s; first / floor = %.2f)\n", runFloor.Seconds(), floorRatios[len(floorRatios)-1])
 				}
