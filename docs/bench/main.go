@@ -78,7 +78,7 @@ func main() {
 	if *runs > 1 {
 		fmt.Printf("%d runs of each, interleaved; the median rows take each column's median\n", *runs)
 	}
-	fmt.Printf("\n%-32s %6s %9s %10s %8s %9s %9s %8s\n", "run", "N", "start (s)", "first (s)", "CPU (s)", "RSS (MB)", "API calls", "429s")
+	fmt.Printf("\n%-32s %6s %9s %9s %9s %8s %9s %9s %8s\n", "run", "N", "start (s)", "certs (s)", "files (s)", "CPU (s)", "RSS (MB)", "API calls", "429s")
 	for _, f := range strings.Split(*sizes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil {
@@ -113,8 +113,8 @@ func main() {
 				r := run(m.r, m.bin, n, emulator.Quota{}, *settle, m.label)
 				m.res = append(m.res, r)
 				if m.floor {
-					floorRatios = append(floorRatios, r.first.Seconds()/runFloor.Seconds())
-					fmt.Printf("  (keygen floor timed just before: %.2f s; first / floor = %.2f)\n", runFloor.Seconds(), floorRatios[len(floorRatios)-1])
+					floorRatios = append(floorRatios, r.files.Seconds()/runFloor.Seconds())
+					fmt.Printf("  (keygen floor timed just before: %.2f s; files / floor = %.2f)\n", runFloor.Seconds(), floorRatios[len(floorRatios)-1])
 				}
 			}
 		}
@@ -122,7 +122,7 @@ func main() {
 		for i, m := range ms {
 			if len(m.res) > 1 {
 				med[i] = median(m.res)
-				fmt.Printf("%-32s %6d %9.2f %10.2f %8.2f %9.1f %9d %8s\n", "median "+m.label, n, med[i].start.Seconds(), med[i].first.Seconds(), med[i].cpu, med[i].rss, med[i].calls, "")
+				med[i].print("median "+m.label, n, -1)
 			} else if len(m.res) == 1 {
 				med[i] = m.res[0]
 			}
@@ -133,12 +133,12 @@ func main() {
 			fmt.Printf("  default mode / keygen floor (N=%d, floor timed before each run): %.2f (median of %d)\n", n, floorRatios[len(floorRatios)/2], len(floorRatios))
 		}
 		if proxy != nil && shared != nil {
-			fmt.Printf("  share_keys / proxy: first %.2f, CPU %.2f, RSS %.2f\n",
-				shared.first.Seconds()/proxy.first.Seconds(), shared.cpu/proxy.cpu, shared.rss/proxy.rss)
+			fmt.Printf("  share_keys / proxy: files %.2f, CPU %.2f, RSS %.2f\n",
+				shared.files.Seconds()/proxy.files.Seconds(), shared.cpu/proxy.cpu, shared.rss/proxy.rss)
 		}
 		if proxy != nil && def != nil {
-			fmt.Printf("  default / proxy: first %.2f, CPU %.2f, RSS %.2f\n",
-				def.first.Seconds()/proxy.first.Seconds(), def.cpu/proxy.cpu, def.rss/proxy.rss)
+			fmt.Printf("  default / proxy: files %.2f, CPU %.2f, RSS %.2f\n",
+				def.files.Seconds()/proxy.files.Seconds(), def.cpu/proxy.cpu, def.rss/proxy.rss)
 		}
 	}
 	if *quotaN > 0 {
@@ -154,14 +154,22 @@ func main() {
 
 type result struct {
 	start    time.Duration // until the first admin API request: start-up (config, keys)
-	first    time.Duration
-	cpu, rss float64
+	certs    time.Duration // until the emulator has issued N certificates
+	files    time.Duration // until every instance has its files (see proc)
+	cpu, rss float64       // CPU seconds at files; RSS after settling
 	calls    int
 }
 
-// runner starts the measured process for n instances of e and makes it fetch; it
-// returns the process.
-type runner func(ctx context.Context, bin, dir string, e *emulator.Emulator, names []string) (*exec.Cmd, error)
+// runner starts the measured process for n instances of e and makes it fetch.
+type runner func(ctx context.Context, bin, dir string, e *emulator.Emulator, names []string) (*proc, error)
+
+// proc is a measured process. files, when not nil, is closed once every instance has
+// its files on disk (the agent's READY=1); without it the process keeps its
+// certificates in memory, and having them is having its "files".
+type proc struct {
+	cmd   *exec.Cmd
+	files <-chan struct{}
+}
 
 func run(r runner, bin string, n int, q emulator.Quota, settle time.Duration, label string) *result {
 	dir, err := os.MkdirTemp(runRoot, "run")
@@ -184,19 +192,23 @@ func run(r runner, bin string, n int, q emulator.Quota, settle time.Duration, la
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	start := time.Now()
-	cmd, err := r(ctx, bin, dir, e, names)
+	p, err := r(ctx, bin, dir, e, names)
 	if err != nil {
 		fail(fmt.Errorf("%s: %w", label, err))
 	}
+	cmd := p.cmd
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
 	defer func() { _ = cmd.Process.Kill(); <-exited }()
 	deadline := start.Add(15 * time.Minute)
+	early := func() {
+		log, _ := os.ReadFile(filepath.Join(dir, "agent.log"))
+		fail(fmt.Errorf("%s exited early: %s", label, log))
+	}
 	for e.Issued() < n {
 		select {
 		case <-exited:
-			log, _ := os.ReadFile(filepath.Join(dir, "agent.log"))
-			fail(fmt.Errorf("%s exited early: %s", label, log))
+			early()
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -204,14 +216,33 @@ func run(r runner, bin string, n int, q emulator.Quota, settle time.Duration, la
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	res := &result{first: time.Since(start)}
+	res := &result{certs: time.Since(start)}
+	res.files = res.certs
+	if p.files != nil {
+		select {
+		case <-p.files:
+			res.files = time.Since(start)
+		case <-exited:
+			early()
+		case <-time.After(time.Until(deadline)):
+			fail(fmt.Errorf("%s: no READY=1 after 15 minutes", label))
+		}
+	}
 	res.calls, res.start = apiCalls(e, start)
 	res.cpu = cpuSeconds(cmd.Process.Pid)
 	time.Sleep(settle)
 	res.rss = rssMB(cmd.Process.Pid)
 	_, throttled := e.QuotaCounts()
-	fmt.Printf("%-32s %6d %9.2f %10.2f %8.2f %9.1f %9d %8d\n", label, n, res.start.Seconds(), res.first.Seconds(), res.cpu, res.rss, res.calls, throttled)
+	res.print(label, n, throttled)
 	return res
+}
+
+func (r *result) print(label string, n, throttled int) {
+	t := ""
+	if throttled >= 0 {
+		t = strconv.Itoa(throttled)
+	}
+	fmt.Printf("%-32s %6d %9.2f %9.2f %9.2f %8.2f %9.1f %9d %8s\n", label, n, r.start.Seconds(), r.certs.Seconds(), r.files.Seconds(), r.cpu, r.rss, r.calls, t)
 }
 
 // apiCalls counts the admin API requests (not the token endpoint) and says when, after
@@ -238,7 +269,7 @@ func saFile(e *emulator.Emulator, dir string) (string, error) {
 }
 
 func runAgent(share bool) runner {
-	return func(ctx context.Context, bin, dir string, e *emulator.Emulator, names []string) (*exec.Cmd, error) {
+	return func(ctx context.Context, bin, dir string, e *emulator.Emulator, names []string) (*proc, error) {
 		sa, err := saFile(e, dir)
 		if err != nil {
 			return nil, err
@@ -258,13 +289,44 @@ func runAgent(share bool) runner {
 		if err := os.WriteFile(cfg, []byte(b.String()), 0o600); err != nil {
 			return nil, err
 		}
+		files, sock, err := readyListener(ctx, filepath.Join(dir, "notify.sock"))
+		if err != nil {
+			return nil, err
+		}
 		cmd := exec.CommandContext(ctx, bin, "run", "-config", cfg)
+		cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
 		cmd.Stderr = logFile(dir, "agent.log")
-		return cmd, cmd.Start()
+		return &proc{cmd: cmd, files: files}, cmd.Start()
 	}
 }
 
-func runProxy(ctx context.Context, bin, dir string, e *emulator.Emulator, names []string) (*exec.Cmd, error) {
+// readyListener listens on a notification socket at path, as systemd does for a
+// Type=notify service; the channel is closed at the first READY=1 (the agent sends it
+// once every instance has valid files on disk, at most 20 ms after the last one).
+func readyListener(ctx context.Context, path string) (<-chan struct{}, string, error) {
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		return nil, "", err
+	}
+	context.AfterFunc(ctx, func() { c.Close() })
+	ready := make(chan struct{})
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				return
+			}
+			if slices.Contains(strings.Split(string(buf[:n]), "\n"), "READY=1") {
+				close(ready)
+				return
+			}
+		}
+	}()
+	return ready, path, nil
+}
+
+func runProxy(ctx context.Context, bin, dir string, e *emulator.Emulator, names []string) (*proc, error) {
 	sa, err := saFile(e, dir)
 	if err != nil {
 		return nil, err
@@ -285,6 +347,7 @@ func runProxy(ctx context.Context, bin, dir string, e *emulator.Emulator, names 
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
+	p := &proc{cmd: cmd}
 	pw.Close()
 	ready := make(chan struct{})
 	go func() {
@@ -300,7 +363,7 @@ func runProxy(ctx context.Context, bin, dir string, e *emulator.Emulator, names 
 	select {
 	case <-ready:
 	case <-time.After(2 * time.Minute):
-		return cmd, fmt.Errorf("the proxy did not get ready (see %s)", filepath.Join(dir, "proxy.log"))
+		return p, fmt.Errorf("the proxy did not get ready (see %s)", filepath.Join(dir, "proxy.log"))
 	}
 	// One client connection per listener, kept going until every certificate is issued
 	// (a connection refused by a 429 is tried again, like an application would).
@@ -327,7 +390,7 @@ func runProxy(ctx context.Context, bin, dir string, e *emulator.Emulator, names 
 			time.Sleep(2 * time.Second)
 		}
 	}()
-	return cmd, nil
+	return p, nil
 }
 
 func logFile(dir, name string) *os.File {
@@ -370,7 +433,8 @@ func median(rs []*result) *result {
 	}
 	return &result{
 		start: time.Duration(pick(func(r *result) float64 { return float64(r.start) })),
-		first: time.Duration(pick(func(r *result) float64 { return float64(r.first) })),
+		certs: time.Duration(pick(func(r *result) float64 { return float64(r.certs) })),
+		files: time.Duration(pick(func(r *result) float64 { return float64(r.files) })),
 		cpu:   pick(func(r *result) float64 { return r.cpu }),
 		rss:   pick(func(r *result) float64 { return r.rss }),
 		calls: int(pick(func(r *result) float64 { return float64(r.calls) })),
