@@ -27,6 +27,7 @@ type daemon struct {
 	a        *Agent
 	o        RunOptions
 	inflight chan struct{}
+	writing  chan struct{} // bounds instances writing files (MaxWriting)
 	keygen   chan struct{} // bounds concurrent RSA key generation
 	newKey   func() (crypto.Signer, error)
 	shared   *sharedKeys // share_keys; nil when off
@@ -51,6 +52,9 @@ func newDaemon(a *Agent, o RunOptions) (*daemon, error) {
 	if o.MaxInFlight <= 0 {
 		o.MaxInFlight = 16
 	}
+	if o.MaxWriting <= 0 {
+		o.MaxWriting = 32
+	}
 	if o.FetchTimeout <= 0 {
 		o.FetchTimeout = DefaultFetchTimeout
 	}
@@ -69,6 +73,7 @@ func newDaemon(a *Agent, o RunOptions) (*daemon, error) {
 		newKey: newKey, shared: shared, pace: newPacer(o.APIRate, a.now, po), cas: newCAIntern(),
 		a: a, o: o,
 		inflight: make(chan struct{}, o.MaxInFlight),
+		writing:  make(chan struct{}, o.MaxWriting),
 		keygen:   keygen,
 		clock:    newClockWatch(),
 		watcher:  w,

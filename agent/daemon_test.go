@@ -821,3 +821,44 @@ func TestIdleInstancesHaveNoGoroutine(t *testing.T) {
 	d.wake(l, wakeHeal)
 	eventually(t, 10*time.Second, "the parked loop restores the files", func() bool { b, _ := sinks[7].Current(); return b != nil })
 }
+
+// countingSink is a memSink whose writes take a while and count how many run at once.
+type countingSink struct {
+	*memSink
+	cur, max *atomic.Int32
+}
+
+func (s countingSink) Write(ctx context.Context, b *bundle.Bundle) (bool, error) {
+	n := s.cur.Add(1)
+	defer s.cur.Add(-1)
+	for m := s.max.Load(); n > m && !s.max.CompareAndSwap(m, n); m = s.max.Load() {
+	}
+	time.Sleep(20 * time.Millisecond) // a slow disk: writes overlap
+	return s.memSink.Write(ctx, b)
+}
+
+func TestWritesAreBounded(t *testing.T) {
+	const n, limit = 40, 3
+	var cur, max atomic.Int32
+	var ins []*Instance
+	sinks := make([]*memSink, n)
+	for i := range n {
+		sinks[i] = &memSink{}
+		p := &fakeProvider{t: t, clock: time.Now, life: time.Hour}
+		ins = append(ins, &Instance{Name: fmt.Sprintf("i%02d", i), Provider: p, NeedsKey: true,
+			Sinks:   []Sink{countingSink{memSink: sinks[i], cur: &cur, max: &max}},
+			Renewal: config.Renewal{KeyMaxAge: time.Hour}})
+	}
+	fakeDaemon(t, nil, fakeRunOptions{RunOptions: RunOptions{ShareKeys: true, MaxWriting: limit}}, ins...)
+	eventually(t, 30*time.Second, "files for every instance", func() bool {
+		for _, s := range sinks {
+			if b, _ := s.Current(); b == nil {
+				return false
+			}
+		}
+		return true
+	})
+	if got := max.Load(); got > limit || got < 2 {
+		t.Errorf("at most %d instances wrote at once, want 2..%d (MaxWriting %d)", got, limit, limit)
+	}
+}

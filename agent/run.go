@@ -37,6 +37,11 @@ type RunOptions struct {
 	// MaxInFlight bounds the API refreshes running at once across all instances;
 	// default 16.
 	MaxInFlight int
+	// MaxWriting bounds the instances writing their files at once; default 32. Every
+	// fsync blocks an OS thread, so 1,000 instances writing together on a disk would
+	// start hundreds of threads (each kept for the life of the process) and queue
+	// thousands of flushes; 32 keep the disk busy.
+	MaxWriting int
 	// FetchTimeout bounds one provider Fetch (all its API and token requests); default
 	// DefaultFetchTimeout. With a systemd watchdog, a loop that stays in a fetch longer
 	// than this plus a margin, in its hooks longer than their timeouts plus a margin,
@@ -337,9 +342,10 @@ func (d *daemon) refresh(ctx context.Context, l *loop, st *loopState, log *slog.
 	}
 	// Writes and hooks are not cut short by shutdown.
 	wctx := context.WithoutCancel(ctx)
-	st.hb.busy("writing files", writeAllowance)
 	st.wrote = hold(b, st.keys.cur)
+	release := d.writeSlot(st.hb)
 	changed, err := a.write(wctx, in, b)
+	release()
 	if err != nil {
 		d.failed(in, st, err, reasonWrite, log)
 		return
@@ -476,6 +482,17 @@ func reasonFor(err error) string {
 	return reasonPermanent
 }
 
+// writeSlot waits for one of the MaxWriting slots and marks the loop busy writing; the
+// returned func gives the slot back. The wait has no deadline of its own (a slot frees
+// when a write ends; a write that hangs trips the watchdog itself) and, like writes,
+// is not cut short by shutdown.
+func (d *daemon) writeSlot(hb *heartbeat) (release func()) {
+	hb.waiting("waiting for a write slot")
+	d.writing <- struct{}{}
+	hb.busy("writing files", writeAllowance)
+	return func() { <-d.writing }
+}
+
 // repair handles a change in a sink directory. Files someone deleted or replaced are
 // restored from the material the loop holds, without an API call. Newer valid files
 // that another process wrote (reset-ssl, once) are adopted instead, so the loop never
@@ -511,7 +528,10 @@ func (d *daemon) repair(ctx context.Context, l *loop, st *loopState, log *slog.L
 				return
 			}
 		}
-		if _, err := s.Write(wctx, cur); err != nil {
+		release := d.writeSlot(st.hb)
+		_, err := s.Write(wctx, cur)
+		release()
+		if err != nil {
 			log.Error("sink files were changed by someone else and could not be restored", "sink", fmt.Sprint(s), "err", err)
 			continue
 		}
