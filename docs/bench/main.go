@@ -1,6 +1,8 @@
 // Command bench compares dbcert-agent with the Cloud SQL Auth Proxy on the emulator:
 // for N Cloud SQL instances, the time until the emulator has issued N client
-// certificates, the CPU seconds and RSS of each process, and the API calls made; then,
+// certificates and until every instance has its files (the agent's READY=1; the proxy
+// keeps its certificates in memory), the CPU seconds and RSS of each process, and the
+// API calls made; then,
 // under an emulated quota, the time until every instance has a certificate and how
 // many requests were answered 429. It is a benchmark, not a test: numbers depend on the
 // machine and on what else runs on it.
