@@ -3,7 +3,6 @@ package sinks
 import (
 	"bytes"
 	"context"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -292,8 +291,7 @@ func (f *File) derived(b *bundle.Bundle) (map[string][]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", f, err)
 	}
-	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
-	out[f.layout.key], out[f.layout.pk8], out[f.layout.cert] = keyPEM, der, b.ChainPEM()
+	out[f.layout.key], out[f.layout.pk8], out[f.layout.cert] = bundle.PKCS8PEM(der), der, b.ChainPEM()
 	tok, err := f.tokenFiles(b)
 	if err != nil {
 		return nil, err

@@ -248,7 +248,12 @@ func (b *Bundle) KeyPEM() ([]byte, error) {
 	if der == nil || err != nil {
 		return nil, err
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+	return PKCS8PEM(der), nil
+}
+
+// PKCS8PEM wraps a PKCS#8 DER private key as PEM (`BEGIN PRIVATE KEY`).
+func PKCS8PEM(der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
 }
 
 // ChainPEM encodes the client chain, leaf first. nil for CA-only.

@@ -91,7 +91,7 @@ func main() {
 			r     runner
 			bin   string
 			label string
-			floor bool // time the keygen floor before each run (default mode)
+			floor bool // time the keygen floor around each run (default mode)
 			res   []*result
 		}
 		ms := []*mode{
@@ -175,6 +175,7 @@ type runner func(ctx context.Context, bin, dir string, e *emulator.Emulator, nam
 type proc struct {
 	cmd   *exec.Cmd
 	files <-chan struct{}
+	log   string // its log file in the run's directory
 }
 
 func run(r runner, bin string, n int, q emulator.Quota, settle time.Duration, label string) *result {
@@ -208,7 +209,7 @@ func run(r runner, bin string, n int, q emulator.Quota, settle time.Duration, la
 	defer func() { _ = cmd.Process.Kill(); <-exited }()
 	deadline := start.Add(15 * time.Minute)
 	early := func() {
-		log, _ := os.ReadFile(filepath.Join(dir, "agent.log"))
+		log, _ := os.ReadFile(filepath.Join(dir, p.log))
 		fail(fmt.Errorf("%s exited early: %s", label, log))
 	}
 	for e.Issued() < n {
@@ -295,24 +296,25 @@ func runAgent(share bool) runner {
 		if err := os.WriteFile(cfg, []byte(b.String()), 0o600); err != nil {
 			return nil, err
 		}
-		files, sock, err := readyListener(ctx, filepath.Join(dir, "notify.sock"))
+		sock := filepath.Join(dir, "notify.sock")
+		files, err := readyListener(ctx, sock)
 		if err != nil {
 			return nil, err
 		}
 		cmd := exec.CommandContext(ctx, bin, "run", "-config", cfg)
 		cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
 		cmd.Stderr = logFile(dir, "agent.log")
-		return &proc{cmd: cmd, files: files}, cmd.Start()
+		return &proc{cmd: cmd, files: files, log: "agent.log"}, cmd.Start()
 	}
 }
 
 // readyListener listens on a notification socket at path, as systemd does for a
 // Type=notify service; the channel is closed at the first READY=1 (the agent sends it
 // once every instance has valid files on disk, at most 20 ms after the last one).
-func readyListener(ctx context.Context, path string) (<-chan struct{}, string, error) {
+func readyListener(ctx context.Context, path string) (<-chan struct{}, error) {
 	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	context.AfterFunc(ctx, func() { c.Close() })
 	ready := make(chan struct{})
@@ -329,7 +331,7 @@ func readyListener(ctx context.Context, path string) (<-chan struct{}, string, e
 			}
 		}
 	}()
-	return ready, path, nil
+	return ready, nil
 }
 
 func runProxy(ctx context.Context, bin, dir string, e *emulator.Emulator, names []string) (*proc, error) {
@@ -353,7 +355,7 @@ func runProxy(ctx context.Context, bin, dir string, e *emulator.Emulator, names 
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	p := &proc{cmd: cmd}
+	p := &proc{cmd: cmd, log: "proxy.log"}
 	pw.Close()
 	ready := make(chan struct{})
 	go func() {
