@@ -215,10 +215,11 @@ func TestRunResumesFromDiskWithoutAPICall(t *testing.T) {
 
 func TestRunReadyOnlyAfterFiles(t *testing.T) {
 	w := newWorld(t, time.Hour)
-	// a's first certificate request fails with 503: READY must wait for its files. (Only
-	// a's, once: a fault on any instance's path could land twice on a, whose second
-	// failure spends its burst of 2 and holds the third attempt for 30 s.)
-	w.emu.Inject(emulator.Fault{Match: "a-pg:generateEphemeralCert", Status: 503, Times: 1})
+	// a's first certificate request fails with 503 after 300 ms, so b has its files well
+	// before a: READY must wait for a's. (Only a's, once: a fault on any instance's path
+	// could land twice on a, whose second failure spends its burst of 2 and holds the
+	// third attempt for 30 s.)
+	w.emu.Inject(emulator.Fault{Match: "a-pg:generateEphemeralCert", Status: 503, Delay: 300 * time.Millisecond, Times: 1})
 	n := &fakeNotifier{}
 	n.onReady = func() {
 		if _, err := w.current("a"); err != nil {
