@@ -11,7 +11,7 @@
 //	Dir/cert.pem  -> ..data/cert.pem
 //	Dir/key.pem   -> ..data/key.pem
 //	Dir/ca.pem    -> ..data/ca.pem
-//	Dir/..lock                                      flock(2) file serialising writers
+//	Dir/..lock                                      flock(2) file serialising writers (0600)
 //
 // Every name starting with ".." is reserved for the sink.
 //
@@ -72,7 +72,9 @@
 //
 // Write calls on one File are serialised by a mutex, and each Write holds an exclusive
 // flock(2) on Dir/..lock, so writers in other processes (or File values) that take the
-// same lock — see [File.Lock] — never interleave. Current takes no lock: it resolves
+// same lock — see [File.Lock] — never interleave. The lock file is 0600: only the
+// agent's user (or root) can take it, so no other local user can hold it to stop
+// rotations. Current takes no lock: it resolves
 // "..data" once and reads a consistent generation.
 //
 // The package uses Unix system calls (openat, renameat, flock) and targets Linux.

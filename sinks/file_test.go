@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -710,6 +711,46 @@ func TestLock(t *testing.T) {
 	}
 	unlock()
 	mustWrite(t, f, b, true)
+}
+
+// TestLockFileIsPrivate: flock needs only a read-only descriptor, so a lock file that
+// other users can open is one any of them could hold to stop every rotation. It is
+// created 0600, an existing wider one is narrowed, and (as root) user nobody cannot open
+// it although it can read the certificate beside it.
+func TestLockFileIsPrivate(t *testing.T) {
+	ca := newCA(t, "lock mode CA")
+	base := t.TempDir()
+	for p := base; p != os.TempDir() && p != "/"; p = filepath.Dir(p) {
+		if err := os.Chmod(p, 0o755); err != nil { // reachable by others, as under /var/lib
+			t.Fatal(err)
+		}
+	}
+	dir := filepath.Join(base, "sink")
+	f := newSink(t, opts(dir))
+	mustWrite(t, f, ca.ecBundle(t), true)
+	lock := filepath.Join(dir, lockName)
+	if m := fileMode(t, lock); m != 0o600 {
+		t.Errorf("%s created with mode %v, want 0600", lockName, m)
+	}
+	if err := os.Chmod(lock, 0o644); err != nil { // as an older version made it
+		t.Fatal(err)
+	}
+	mustWrite(t, f, ca.ecBundle(t), true)
+	if m := fileMode(t, lock); m != 0o600 {
+		t.Errorf("an existing 0644 %s was left at %v, want 0600", lockName, m)
+	}
+	if os.Getuid() != 0 {
+		return // the modes above are the property; the check as another user needs root
+	}
+	asNobody := func(path string) error {
+		return exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "flock", "-n", "-s", path, "true").Run()
+	}
+	if err := asNobody(filepath.Join(dir, "cert.pem")); err != nil {
+		t.Fatalf("control: nobody cannot flock the world-readable cert.pem: %v", err)
+	}
+	if err := asNobody(lock); err == nil {
+		t.Errorf("user nobody could open and flock %s", lock)
+	}
 }
 
 func BenchmarkWrite(b *testing.B) {

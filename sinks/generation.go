@@ -256,18 +256,28 @@ func commit(d *dirHandle, gen string) error {
 }
 
 // lockFile opens (creating if needed) the lock file in d. O_NONBLOCK keeps a planted
-// FIFO from hanging the open; O_NOFOLLOW refuses a planted symlink.
+// FIFO from hanging the open; O_NOFOLLOW refuses a planted symlink. The file is 0600
+// (an existing one is narrowed to that, best effort): flock needs only a read-only
+// descriptor, so a lock file others can open is one any local user could hold to stop
+// every rotation.
 func lockFile(d *dirHandle) (int, error) {
 	var fd int
 	err := retryEINTR(func() (err error) {
-		fd, err = unix.Openat(d.fd, lockName, unix.O_RDONLY|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0o644)
+		fd, err = unix.Openat(d.fd, lockName, unix.O_RDONLY|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, lockMode)
 		return err
 	})
 	if err != nil {
 		return -1, d.pathErr("open lock file", lockName, err)
 	}
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) == nil && st.Mode&0o777 != lockMode {
+		_ = unix.Fchmod(fd, lockMode) // not ours to change (root's): still usable
+	}
 	return fd, nil
 }
+
+// lockMode is the lock file's mode: only the agent's user may open it.
+const lockMode = 0o600
 
 // lockCtx takes an exclusive flock on d/..lock, polling while another process holds it,
 // until ctx is done.
