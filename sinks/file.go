@@ -111,7 +111,8 @@ type File struct {
 	mu sync.Mutex // serialises Write
 
 	// hook, when set (tests only), runs at each named step of Write; an error aborts
-	// the write there as a failure would.
+	// the write there as a failure would ("renamed": as an error reported by a commit
+	// rename that took effect).
 	hook func(step string) error
 }
 
@@ -493,7 +494,7 @@ func (f *File) writeLocked(ctx context.Context, d *dirHandle, b *bundle.Bundle, 
 	if err != nil {
 		return false, err
 	}
-	if err := commit(d, gen); err != nil {
+	if err := commit(d, gen, f.hook); err != nil {
 		_ = d.removeAll(gen)
 		return false, fmt.Errorf("%s: committing %s: %w", f, d.join(gen), err)
 	}

@@ -466,6 +466,31 @@ func TestFailureLeavesPreviousFiles(t *testing.T) {
 	}
 }
 
+// TestCommitThatReportsAnErrorButHappened: a rename of ..data_tmp over ..data can take
+// effect and still report an error (NFS answering a retransmitted request with ENOENT,
+// an interrupted FUSE call). The write must then count as committed: removing the new
+// generation would leave ..data dangling and every visible name broken.
+func TestCommitThatReportsAnErrorButHappened(t *testing.T) {
+	ca := newCA(t, "ambiguous commit CA")
+	dir := sinkDir(t)
+	f := newSink(t, opts(dir))
+	mustWrite(t, f, ca.ecBundle(t), true)
+	b := ca.ecBundle(t)
+	f.hook = failAt("renamed", syscall.ENOENT)(nil)
+	changed, err := f.Write(t.Context(), b)
+	f.hook = nil
+	if err != nil || !changed {
+		t.Fatalf("Write = %v, %v; want true, nil (the rename took effect)", changed, err)
+	}
+	mustCurrent(t, f, b)
+	if _, err := os.ReadFile(filepath.Join(dir, "cert.pem")); err != nil {
+		t.Errorf("visible certificate unreadable after the commit: %v", err)
+	}
+	if exists(t, filepath.Join(dir, dataTmpLink)) {
+		t.Errorf("%s left behind", dataTmpLink)
+	}
+}
+
 // failAt returns a hook factory that fails at step with err.
 func failAt(step string, err error) func(context.CancelFunc) func(string) error {
 	return func(context.CancelFunc) func(string) error {

@@ -231,8 +231,13 @@ func previousOf(listed []string, current string) string {
 }
 
 // commit points ..data at gen with one atomic rename of a fresh ..data_tmp symlink.
-// Nothing is visible to readers until the rename succeeds.
-func commit(d *dirHandle, gen string) error {
+// Nothing is visible to readers until the rename succeeds. A rename can take effect and
+// still report an error (a retransmitted NFS request answered ENOENT, an interrupted
+// FUSE call): when ..data then names gen, the commit happened and commit returns nil,
+// so the caller keeps gen instead of removing what ..data points to. hook, when set
+// (tests only), runs as "renamed" right after the rename and its error is taken as the
+// rename's.
+func commit(d *dirHandle, gen string, hook func(step string) error) error {
 	st, ok, err := d.lstat(dataTmpLink)
 	if err != nil {
 		return err
@@ -248,7 +253,14 @@ func commit(d *dirHandle, gen string) error {
 	if err := d.symlink(gen, dataTmpLink); err != nil {
 		return err
 	}
-	if err := d.rename(dataTmpLink, dataLink); err != nil {
+	err = d.rename(dataTmpLink, dataLink)
+	if err == nil && hook != nil {
+		err = hook("renamed")
+	}
+	if err != nil {
+		if now, rerr := d.readlink(dataLink); rerr == nil && now == gen {
+			return nil
+		}
 		_ = d.unlink(dataTmpLink)
 		return err
 	}
