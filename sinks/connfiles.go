@@ -237,10 +237,14 @@ func jdbcURL(p connParams) string {
 // myCnfValue quotes an option-file value the way both MySQL's and MariaDB's option
 // parsers read back literally: in double quotes (so '#' and spaces survive), with
 // backslashes doubled (both parsers turn "\\" into "\"; a lone "\" before n, t, s, ...
-// would become a control character).
+// would become a control character). Neither parser has an escape for a double quote
+// inside double quotes (`a"b#c` reads back as `"a"b`), so a value with one is refused.
 func myCnfValue(what, v string) (string, error) {
 	if err := checkPlain(what, v); err != nil {
 		return "", err
+	}
+	if strings.Contains(v, `"`) {
+		return "", fmt.Errorf("connection %s %q %w in my.cnf (it holds a double quote, which option files cannot escape)", what, v, errUnsafe)
 	}
 	return `"` + strings.ReplaceAll(v, `\`, `\\`) + `"`, nil
 }

@@ -87,6 +87,8 @@ func TestConnectionValuesRefused(t *testing.T) {
 		{"env newline", formatPGEnv, func(p *connParams) { p.Host = "h\nPGSSLMODE=disable" }},
 		{"env single quote", formatPGEnv, func(p *connParams) { p.User = "o'brien" }},
 		{"my.cnf newline", formatMyCnf, func(p *connParams) { p.User = "a\n[mysqld]" }},
+		{"my.cnf double quote", formatMyCnf, func(p *connParams) { p.DBName = `a"b#c` }},
+		{"my.cnf double quote in a path", formatMyCnf, func(p *connParams) { p.Key = `/srv/"x"/key.pem` }},
 		{"mysql env CR", formatMySQLEnv, func(p *connParams) { p.Host = "h\r" }},
 	}
 	for _, tt := range tests {
