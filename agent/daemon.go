@@ -433,7 +433,12 @@ func (d *daemon) watchEvents(ctx context.Context) {
 			d.mu.Lock()
 			l := d.dirs[filepath.Dir(ev.Name)]
 			if l == nil {
-				l = d.dirs[ev.Name] // the directory itself was removed or renamed
+				// The directory itself was removed or renamed: the watcher has dropped
+				// its watch, so forget it; the repair this wakes watches the directory
+				// made at that path again.
+				if l = d.dirs[ev.Name]; l != nil && ev.Has(fsnotify.Remove|fsnotify.Rename) {
+					delete(d.dirs, ev.Name)
+				}
 			}
 			d.mu.Unlock()
 			if l != nil {

@@ -255,6 +255,37 @@ func TestRunRestoresDeletedFiles(t *testing.T) {
 	}
 }
 
+// TestRunRestoresDeletedDirectoryEveryTime: the sink directory removed (or renamed
+// away) again and again is restored every time, from memory: a removed directory's
+// watch is gone, and the restored directory must be watched anew.
+func TestRunRestoresDeletedDirectoryEveryTime(t *testing.T) {
+	w := newWorld(t, time.Hour)
+	stop := w.run(NewWithInstances(w.instances("a"), Options{Logger: w.log}), RunOptions{})
+	defer stop()
+	eventually(t, 5*time.Second, "files", func() bool { _, err := w.current("a"); return err == nil })
+	issued := w.emu.Issued()
+	dir := filepath.Join(w.dir, "out", "a")
+	for round, remove := range []func() error{
+		func() error { return os.RemoveAll(dir) },
+		func() error { return os.Rename(dir, dir+".moved") },
+		func() error { return os.RemoveAll(dir) },
+	} {
+		if err := remove(); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 5*time.Second, fmt.Sprintf("round %d: files restored", round+1), func() bool {
+			_, err := w.current("a")
+			return err == nil
+		})
+		// The repair watches the directory right after writing it; a removal in
+		// between is caught by its check that follows, with an API call (not tested).
+		time.Sleep(200 * time.Millisecond)
+	}
+	if w.emu.Issued() != issued {
+		t.Error("restoring a deleted directory called the API")
+	}
+}
+
 func certRequests(e *emulator.Emulator) []time.Time {
 	var out []time.Time
 	for _, r := range e.Requests() {
