@@ -14,6 +14,7 @@ import (
 	"net"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -590,13 +591,37 @@ func (s *lossySink) Write(ctx context.Context, b *bundle.Bundle) (bool, error) {
 	return changed, err
 }
 
+// eventHook records the kinds of the events it ran for.
+type eventHook struct {
+	mu    sync.Mutex
+	kinds []string
+}
+
+func (h *eventHook) Run(_ context.Context, ev hook.Event) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.kinds = append(h.kinds, string(ev.Kind))
+	return nil
+}
+
+func (h *eventHook) String() string { return "event hook" }
+
+func (h *eventHook) ran() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.kinds)
+}
+
 // TestOwnWritesAreNotAnotherProcess: a change in the sink directory made by the
-// daemon's own write is never reported as files "written by another process".
+// daemon's own write is never reported as files "written by another process"; when that
+// write reported an error although its files reached the disk, taking them up runs the
+// hooks that the failed write did not (once).
 func TestOwnWritesAreNotAnotherProcess(t *testing.T) {
 	clock := newFakeClock()
 	p := &fakeProvider{t: t, clock: clock.Now, life: time.Hour, host: "10.0.0.5"}
 	sink := &lossySink{}
-	d, buf := fakeDaemon(t, clock, fakeRunOptions{}, &Instance{Name: "a", Provider: p, NeedsKey: true, Sinks: []Sink{sink}})
+	hk := &eventHook{}
+	d, buf := fakeDaemon(t, clock, fakeRunOptions{}, &Instance{Name: "a", Provider: p, NeedsKey: true, Sinks: []Sink{sink}, Hooks: []Hook{hk}})
 	eventually(t, 5*time.Second, "files", func() bool { return p.count() == 1 })
 	settle(t, d)
 	heal := func() {
@@ -622,6 +647,13 @@ func TestOwnWritesAreNotAnotherProcess(t *testing.T) {
 	}
 	if !strings.Contains(buf.String(), "the files of the last write are on disk although writing reported an error") {
 		t.Error("the daemon did not take up its own files")
+	}
+	if got := hk.ran(); !slices.Equal(got, []string{string(EventRenewed), string(EventRenewed)}) {
+		t.Errorf("hooks ran for %v; want [renewed renewed] (the first files, then the renewal taken up)", got)
+	}
+	heal() // nothing new: no more hooks
+	if got := hk.ran(); len(got) != 2 {
+		t.Errorf("hooks ran %d times after a repair with nothing new, want 2", len(got))
 	}
 }
 

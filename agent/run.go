@@ -509,11 +509,21 @@ func (d *daemon) repair(ctx context.Context, l *loop, st *loopState, log *slog.L
 	l.mu.Lock()
 	l.woken &^= wakeHeal // the events of the burst are handled by this repair
 	l.mu.Unlock()
-	if d.adoptNewer(l.in, st, log) || st.cur == nil {
+	wctx := context.WithoutCancel(ctx)
+	prev := st.cur.times()
+	if adopted, own := d.adoptNewer(l.in, st, log); adopted || st.cur == nil {
 		d.report(l.in, st)
+		if own != nil {
+			// That write reported an error, so its hooks did not run: run them now,
+			// or whatever reads the files would keep the old certificate.
+			st.hb.busy("running hooks", l.in.hookLimit())
+			if err := d.a.notify(wctx, l.in, own, prev, log); err != nil {
+				log.Error("files were renewed but a hook failed", "err", err)
+				d.a.obs.Refreshed(l.in.Name, reasonHook)
+			}
+		}
 		return
 	}
-	wctx := context.WithoutCancel(ctx)
 	var cur *bundle.Bundle // parsed from what the loop holds when a sink needs it
 	for _, s := range l.in.Sinks {
 		if _, err := s.Current(); err == nil {
@@ -547,28 +557,31 @@ func (d *daemon) repair(ctx context.Context, l *loop, st *loopState, log *slog.L
 }
 
 // adoptNewer takes over valid files on disk that differ from what the loop holds and
-// were issued later (written by another process); it reports whether it did.
-func (d *daemon) adoptNewer(in *Instance, st *loopState, log *slog.Logger) bool {
+// were issued later (written by another process, which ran its own hooks); it reports
+// whether it did, and when they are the loop's own last write, which reported an error,
+// returns them as own (hooks have not run for them).
+func (d *daemon) adoptNewer(in *Instance, st *loopState, log *slog.Logger) (adopted bool, own *bundle.Bundle) {
 	disk, err := d.a.current(in, d.a.now())
 	if err != nil || st.cur.same(disk) {
-		return false
+		return false, nil
 	}
-	own := st.wrote.same(disk)
-	if !own && st.cur != nil && !disk.Start().After(st.cur.times().Start()) {
-		return false
+	ours := st.wrote.same(disk)
+	if !ours && st.cur != nil && !disk.Start().After(st.cur.times().Start()) {
+		return false, nil
 	}
 	d.cas.intern(disk)
 	st.keys.adopt(disk.Key, disk.Start())
 	st.cur, st.retryAt, st.attempt, st.jitter, st.failed = hold(disk, st.keys.cur), time.Time{}, 0, d.a.rand(), ""
 	st.bucket.setLifetime(disk.Lifetime())
 	msg := "adopted newer files written by another process"
-	if own {
+	if ours {
 		// Our own write reached the disk although it reported an error (say, after
 		// the commit, while repairing links or pruning old generations).
 		msg = "the files of the last write are on disk although writing reported an error; using them"
+		own = disk
 	}
 	log.Info(msg, "not_after", fmtTime(disk.NotAfter()), "next_renewal", fmtTime(d.due(in, st, d.a.now())))
-	return true
+	return true, own
 }
 
 // report tells the observer what the loop holds.
