@@ -226,11 +226,18 @@ func (d *daemon) reload(ctx context.Context, why string) {
 	instances, err := d.o.Reload(ctx)
 	if err != nil {
 		d.a.log.Error("the new configuration was not applied; still running the previous one", "err", err)
-		d.notify(Notifier.Ready)
+		// The reload is over and nothing changed: say so, unless still starting
+		// (READY=1 then comes once the instances have settled).
+		if d.ready.wasAnnounced() {
+			d.notify(Notifier.Ready)
+		}
 		return
 	}
-	d.ready.rearm() // READY=1 again once the new configuration has settled
 	d.apply(ctx, instances)
+	// READY=1 again once the new configuration has settled: only now, when apply has
+	// stopped the old loops and added the new instances (while it waited for a stopped
+	// loop's hooks, the instances not yet added would have looked settled).
+	d.ready.rearm()
 }
 
 // apply starts new instances, stops removed ones, restarts changed ones, and leaves
@@ -263,6 +270,9 @@ func (d *daemon) apply(ctx context.Context, instances []*Instance) {
 	for _, name := range removed {
 		d.ready.remove(name)
 		d.a.obs.Removed(name)
+	}
+	for _, name := range restarted {
+		d.ready.remove(name) // what the old loop held says nothing of the new configuration
 	}
 	for _, in := range instances {
 		if _, ok := want[in.Name]; ok {

@@ -12,12 +12,14 @@ import (
 	"log/slog"
 	"math/big"
 	"net"
+	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -892,5 +894,134 @@ func TestWritesAreBounded(t *testing.T) {
 	})
 	if got := max.Load(); got > limit || got < 2 {
 		t.Errorf("at most %d instances wrote at once, want 2..%d (MaxWriting %d)", got, limit, limit)
+	}
+}
+
+// gateHook blocks while a gate is set (a slow reload of a consumer), passing otherwise.
+type gateHook struct {
+	mu      sync.Mutex
+	gate    chan struct{}
+	entered int
+}
+
+func (h *gateHook) Run(context.Context, hook.Event) error {
+	h.mu.Lock()
+	h.entered++
+	g := h.gate
+	h.mu.Unlock()
+	if g != nil {
+		<-g
+	}
+	return nil
+}
+
+func (h *gateHook) String() string { return "gate hook" }
+
+func (h *gateHook) count() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.entered
+}
+
+// TestReloadReadyWaitsForTheNewConfiguration: after RELOADING=1, READY=1 comes only
+// once the new configuration has settled — not while the reload waits for a stopped
+// loop's hook (the new instance b not yet started), nor while b has no files.
+func TestReloadReadyWaitsForTheNewConfiguration(t *testing.T) {
+	clock := newFakeClock()
+	x := &Instance{Name: "x", Provider: &fakeProvider{t: t, clock: clock.Now, life: time.Hour}, NeedsKey: true, Sinks: []Sink{&memSink{}}}
+	hk := &gateHook{}
+	h := &Instance{Name: "h", Provider: &fakeProvider{t: t, clock: clock.Now, life: time.Hour}, NeedsKey: true, Sinks: []Sink{&memSink{}}, Hooks: []Hook{hk}}
+	bp := &fakeProvider{t: t, clock: clock.Now, life: time.Hour, fail: retryErr{"503 backendError"}}
+	b := &Instance{Name: "b", Provider: bp, NeedsKey: true, Sinks: []Sink{&memSink{}}}
+	n := &fakeNotifier{}
+	hup := make(chan os.Signal, 1)
+	d, buf := fakeDaemon(t, clock, fakeRunOptions{RunOptions: RunOptions{Notifier: n, Hangup: hup,
+		Reload: func(context.Context) ([]*Instance, error) { return []*Instance{x, b}, nil }}}, x, h)
+	eventually(t, 5*time.Second, "READY=1", func() bool { return n.count("READY") == 1 })
+	settle(t, d)
+	gate := make(chan struct{})
+	hk.mu.Lock()
+	hk.gate = gate
+	hk.mu.Unlock()
+	clock.Advance(45 * time.Minute) // h renews; its hook hangs
+	eventually(t, 5*time.Second, "h's hook running", func() bool { return hk.count() == 2 })
+	release := sync.OnceFunc(func() { close(gate) })
+	defer release() // a failed check must not leave the daemon stuck in the hook
+	hup <- syscall.SIGHUP
+	eventually(t, 5*time.Second, "the reload waiting for h's loop", func() bool {
+		return n.count("RELOADING") == 1 && strings.Contains(buf.String(), "reloading configuration")
+	})
+	time.Sleep(10 * announceQuantum) // announce passes run meanwhile
+	if c := n.count("READY"); c != 1 {
+		t.Fatalf("READY=1 sent again while the reload was still stopping h (b not started); status %q", n.lastStatus())
+	}
+	release()
+	eventually(t, 5*time.Second, "b's first attempt", func() bool { return bp.count() == 1 })
+	settle(t, d)
+	if c := n.count("READY"); c != 1 {
+		t.Fatalf("READY=1 sent again although b has no files; status %q", n.lastStatus())
+	}
+	bp.setFail(nil)
+	clock.Advance(10 * time.Minute) // past b's backoff
+	eventually(t, 5*time.Second, "READY=1 once b has files", func() bool { return n.count("READY") == 2 })
+}
+
+// TestFailedReloadAndReady: a configuration that fails to load during start-up does
+// not send READY=1 before the instances have files; after start-up, it ends the reload
+// with READY=1 at once (nothing changed).
+func TestFailedReloadAndReady(t *testing.T) {
+	clock := newFakeClock()
+	p := &fakeProvider{t: t, clock: clock.Now, life: time.Hour, fail: retryErr{"503 backendError"}}
+	n := &fakeNotifier{}
+	hup := make(chan os.Signal, 1)
+	d, buf := fakeDaemon(t, clock, fakeRunOptions{RunOptions: RunOptions{Notifier: n, Hangup: hup,
+		Reload: func(context.Context) ([]*Instance, error) { return nil, errors.New("agent.hcl:3,1: bad config") }}},
+		&Instance{Name: "a", Provider: p, NeedsKey: true, Sinks: []Sink{&memSink{}}})
+	eventually(t, 5*time.Second, "the first attempt", func() bool { return p.count() == 1 })
+	settle(t, d)
+	hup <- syscall.SIGHUP
+	eventually(t, 5*time.Second, "the reload refused", func() bool {
+		return strings.Count(buf.String(), "the new configuration was not applied") == 1
+	})
+	time.Sleep(10 * announceQuantum)
+	if c := n.count("READY"); c != 0 {
+		t.Fatalf("READY=1 sent %d time(s) during start-up while a has no files", c)
+	}
+	p.setFail(nil)
+	clock.Advance(10 * time.Minute)
+	eventually(t, 5*time.Second, "READY=1 once a has files", func() bool { return n.count("READY") == 1 })
+	hup <- syscall.SIGHUP
+	eventually(t, 5*time.Second, "READY=1 ending the failed reload", func() bool { return n.count("READY") == 2 })
+}
+
+// gatedSink is a memSink whose Current waits while a gate is set.
+type gatedSink struct {
+	memSink
+	gate chan struct{}
+}
+
+func (s *gatedSink) Current() (*bundle.Bundle, error) {
+	<-s.gate
+	return s.memSink.Current()
+}
+
+// TestReloadRestartedInstanceStartsNotReady: an instance restarted by a reload (its
+// configuration changed) is not ready on what its old loop held: before the new loop
+// has even read its files, readiness says it has none.
+func TestReloadRestartedInstanceStartsNotReady(t *testing.T) {
+	clock := newFakeClock()
+	a1 := &Instance{Name: "a", Spec: &config.Instance{Name: "a", Type: "v1"}, Provider: &fakeProvider{t: t, clock: clock.Now, life: time.Hour}, NeedsKey: true, Sinks: []Sink{&memSink{}}}
+	gate := make(chan struct{})
+	defer close(gate)
+	a2 := &Instance{Name: "a", Spec: &config.Instance{Name: "a", Type: "v2"}, Provider: &fakeProvider{t: t, clock: clock.Now, life: time.Hour}, NeedsKey: true, Sinks: []Sink{&gatedSink{gate: gate}}}
+	hup := make(chan os.Signal, 1)
+	d, buf := fakeDaemon(t, clock, fakeRunOptions{RunOptions: RunOptions{Hangup: hup,
+		Reload: func(context.Context) ([]*Instance, error) { return []*Instance{a2}, nil }}}, a1)
+	eventually(t, 5*time.Second, "a ready", func() bool { ok, _ := d.a.Ready(); return ok })
+	settle(t, d)
+	hup <- syscall.SIGHUP
+	eventually(t, 5*time.Second, "a restarted", func() bool { return strings.Contains(buf.String(), "restarted=[a]") })
+	if ok, missing := d.a.Ready(); ok || !slices.Equal(missing, []string{"a"}) {
+		t.Errorf("Ready() = %v, %v while the restarted a has not read its files; want false, [a]", ok, missing)
 	}
 }

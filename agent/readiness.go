@@ -113,6 +113,13 @@ func (r *readiness) settledLocked(now time.Time) bool {
 // rearm makes the next settled state send READY=1 again (after a reload).
 func (r *readiness) rearm() { r.update(func() { r.announced = false }) }
 
+// wasAnnounced reports whether READY=1 has been sent for the current configuration.
+func (r *readiness) wasAnnounced() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.announced
+}
+
 // announce reports whether READY=1 is due at now (settled, and not yet sent for the
 // current configuration) and marks it sent.
 func (r *readiness) announce(now time.Time) bool {
