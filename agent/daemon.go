@@ -256,7 +256,10 @@ func (d *daemon) apply(ctx context.Context, instances []*Instance) {
 		case !ok:
 			stop = append(stop, l)
 			removed = append(removed, name)
-		case !sameSpec(l.in.Spec, in.Spec):
+		case !sameSpec(l.in.Spec, in.Spec), l.in.Err != nil:
+			// Also restart an instance that could not be built (say, its credentials
+			// file was missing): the same configuration may build now. A running one
+			// whose rebuild fails keeps its loop and the credentials it has.
 			stop = append(stop, l)
 			restarted = append(restarted, name)
 		default:

@@ -1025,3 +1025,49 @@ func TestReloadRestartedInstanceStartsNotReady(t *testing.T) {
 		t.Errorf("Ready() = %v, %v while the restarted a has not read its files; want false, [a]", ok, missing)
 	}
 }
+
+// TestReloadRebuildsAnInstanceThatFailedToBuild: an instance that could not be built
+// (its credentials file was missing) is restarted by a reload of the same configuration,
+// which now builds; SIGHUP is how an operator recovers it without a restart.
+func TestReloadRebuildsAnInstanceThatFailedToBuild(t *testing.T) {
+	clock := newFakeClock()
+	spec := &config.Instance{Name: "a", Type: "v1"}
+	broken := &Instance{Name: "a", Spec: spec, NeedsKey: true, Sinks: []Sink{&memSink{}},
+		Err: errors.New(`credentials "default": open /etc/dbcert-agent/sa.json: no such file or directory`)}
+	p := &fakeProvider{t: t, clock: clock.Now, life: time.Hour}
+	fixed := &Instance{Name: "a", Spec: spec, Provider: p, NeedsKey: true, Sinks: []Sink{&memSink{}}}
+	hup := make(chan os.Signal, 1)
+	d, buf := fakeDaemon(t, clock, fakeRunOptions{RunOptions: RunOptions{Hangup: hup,
+		Reload: func(context.Context) ([]*Instance, error) { return []*Instance{fixed}, nil }}}, broken)
+	eventually(t, 5*time.Second, "the build error reported", func() bool { return strings.Contains(buf.String(), "sa.json") })
+	settle(t, d)
+	hup <- syscall.SIGHUP
+	eventually(t, 5*time.Second, "a ready after the reload", func() bool { ok, _ := d.a.Ready(); return ok })
+	if p.count() != 1 {
+		t.Errorf("%d fetches, want 1", p.count())
+	}
+}
+
+// TestReloadKeepsARunningInstanceWhoseRebuildFails: the same configuration that no
+// longer builds (the credentials file went away) does not replace a working loop.
+func TestReloadKeepsARunningInstanceWhoseRebuildFails(t *testing.T) {
+	clock := newFakeClock()
+	spec := &config.Instance{Name: "a", Type: "v1"}
+	p := &fakeProvider{t: t, clock: clock.Now, life: time.Hour}
+	working := &Instance{Name: "a", Spec: spec, Provider: p, NeedsKey: true, Sinks: []Sink{&memSink{}}}
+	broken := &Instance{Name: "a", Spec: spec, NeedsKey: true, Sinks: []Sink{&memSink{}},
+		Err: errors.New(`credentials "default": open /etc/dbcert-agent/sa.json: no such file or directory`)}
+	hup := make(chan os.Signal, 1)
+	d, buf := fakeDaemon(t, clock, fakeRunOptions{RunOptions: RunOptions{Hangup: hup,
+		Reload: func(context.Context) ([]*Instance, error) { return []*Instance{broken}, nil }}}, working)
+	eventually(t, 5*time.Second, "a ready", func() bool { ok, _ := d.a.Ready(); return ok })
+	settle(t, d)
+	hup <- syscall.SIGHUP
+	eventually(t, 5*time.Second, "the reload", func() bool { return strings.Contains(buf.String(), "reloading configuration") })
+	settle(t, d)
+	clock.Advance(45 * time.Minute) // the renewal goes through the running loop
+	eventually(t, 5*time.Second, "the renewal", func() bool { return p.count() == 2 })
+	if strings.Contains(buf.String(), "restarted=[a]") {
+		t.Error("a working instance was replaced by one that failed to build")
+	}
+}
