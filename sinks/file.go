@@ -9,6 +9,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -255,6 +256,58 @@ func (f *File) files(b *bundle.Bundle, pw bundle.Secret, now time.Time) ([]genFi
 
 // modeOf is the mode of the visible name n: KeyMode for everything holding the private
 // key or the login token, 0600 for .pgpass (libpq's rule), 0644 for the rest.
+// storedModeOf is the mode the sink gives the file n of any generation, whichever
+// layout wrote it; ok is false for a name no sink writes.
+func (f *File) storedModeOf(n string) (mode os.FileMode, ok bool) {
+	switch n {
+	case metaName:
+		return metaMode, true
+	case pgpassName:
+		return 0o600, true
+	case keystoreName, tokenName:
+		return f.keyMode, true
+	}
+	for _, l := range layouts {
+		if n == l.key || n == l.pk8 {
+			return f.keyMode, true
+		}
+	}
+	if slices.Contains(allNames(), n) {
+		return certMode, true
+	}
+	return 0, false
+}
+
+// fixPrevious applies the sink's owner and modes to the files of the previous
+// generation gen, which stays readable until the next rotation and holds a key whose
+// certificate is usually still valid: a key mode or group narrowed in the config must
+// not leave it readable there the old way. A missing gen is no error.
+func (f *File) fixPrevious(d *dirHandle, gen string) error {
+	if gen == "" {
+		return nil
+	}
+	if _, ok, err := d.lstat(gen); err != nil || !ok {
+		return err
+	}
+	g, err := d.sub(gen)
+	if err != nil {
+		return err
+	}
+	defer g.close()
+	names, err := g.names()
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if mode, ok := f.storedModeOf(n); ok {
+			if _, err := g.fixOwnerMode(n, mode, f.uid, f.gid); err != nil {
+				return fmt.Errorf("%s: previous generation: %w", f, err)
+			}
+		}
+	}
+	return nil
+}
+
 func (f *File) modeOf(n string) os.FileMode {
 	switch n {
 	case f.layout.key, f.layout.pk8, keystoreName, tokenName:
@@ -636,7 +689,10 @@ func (f *File) finish(d *dirHandle, b *bundle.Bundle, gen, prev string) (err err
 	if _, err := repairLinks(d, listed, want, drop); err != nil {
 		return err
 	}
-	return prune(d, listed, gen, prev)
+	if err := prune(d, listed, gen, prev); err != nil {
+		return err
+	}
+	return f.fixPrevious(d, prev)
 }
 
 // syncIf fsyncs d when visible links changed. Removals of old generations need no
@@ -689,7 +745,11 @@ func (f *File) refresh(d *dirHandle, gen string, b, old *bundle.Bundle) error {
 	if err != nil {
 		return err
 	}
-	if err := prune(d, listed, gen, previousOf(listed, gen)); err != nil {
+	prev := previousOf(listed, gen)
+	if err := prune(d, listed, gen, prev); err != nil {
+		return err
+	}
+	if err := f.fixPrevious(d, prev); err != nil {
 		return err
 	}
 	return syncIf(d, linked)

@@ -224,6 +224,64 @@ func TestModesReappliedEveryWrite(t *testing.T) {
 	})
 }
 
+// TestPreviousGenerationFollowsTheConfig: the previous generation stays readable until
+// the next rotation and holds a key whose certificate is usually still valid, so a key
+// mode or owner narrowed in the config reaches it too — on a rotation and on a write
+// that changes nothing.
+func TestPreviousGenerationFollowsTheConfig(t *testing.T) {
+	ca := newCA(t, "previous generation CA")
+	prevModes := func(t *testing.T, dir, prev string, uid, gid int) {
+		t.Helper()
+		for name, want := range map[string]os.FileMode{"key.pem": 0o600, "key.pk8": 0o600, "cert.pem": 0o644, "ca.pem": 0o644, metaName: metaMode} {
+			path := filepath.Join(dir, prev, name)
+			if m := fileMode(t, path); m != want {
+				t.Errorf("%s (previous generation) has mode %v, want %v", path, m, want)
+			}
+			if uid < 0 {
+				continue
+			}
+			fi, err := os.Stat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st := fi.Sys().(*syscall.Stat_t); int(st.Uid) != uid || int(st.Gid) != gid {
+				t.Errorf("%s (previous generation) owned by %d:%d, want %d:%d", path, st.Uid, st.Gid, uid, gid)
+			}
+		}
+	}
+	for _, rotate := range []bool{true, false} {
+		t.Run(map[bool]string{true: "rotation", false: "unchanged bundle"}[rotate], func(t *testing.T) {
+			dir := sinkDir(t)
+			wide := newSink(t, FileOptions{Dir: dir, KeyMode: 0o640, UID: -1, GID: -1})
+			b1, b2 := ca.ecBundle(t), ca.ecBundle(t)
+			mustWrite(t, wide, b1, true)
+			prev := dataTarget(t, dir)
+			narrow := newSink(t, FileOptions{Dir: dir, UID: -1, GID: -1}) // key 0600
+			if !rotate {
+				mustWrite(t, wide, b2, true) // b1's generation is the previous one now
+				mustWrite(t, narrow, b2, false)
+			} else {
+				mustWrite(t, narrow, b2, true)
+			}
+			if !slices.Contains(generations(t, dir), prev) {
+				t.Fatalf("previous generation %s was pruned", prev)
+			}
+			prevModes(t, dir, prev, -1, -1)
+		})
+	}
+	t.Run("owner", func(t *testing.T) {
+		if os.Geteuid() != 0 {
+			t.Skip("chown to another user needs root")
+		}
+		const nobody = 65534
+		dir := sinkDir(t)
+		mustWrite(t, newSink(t, FileOptions{Dir: dir, KeyMode: 0o640, UID: nobody, GID: nobody}), ca.ecBundle(t), true)
+		prev := dataTarget(t, dir)
+		mustWrite(t, newSink(t, FileOptions{Dir: dir, UID: 0, GID: 0}), ca.ecBundle(t), true)
+		prevModes(t, dir, prev, 0, 0)
+	})
+}
+
 // checkOwner asserts uid and gid of the visible files.
 func checkOwner(t *testing.T, f *File, uid, gid uint32) {
 	t.Helper()

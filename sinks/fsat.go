@@ -165,9 +165,16 @@ func (d *dirHandle) fixOwnerMode(name string, mode os.FileMode, uid, gid int) (b
 		return false, d.pathErr("stat", name, err)
 	}
 	ownerOK := (uid == -1 || int(st.Uid) == uid) && (gid == -1 || int(st.Gid) == gid)
-	modeOK := os.FileMode(st.Mode&0o7777) == mode
-	if ownerOK && modeOK {
+	cur := os.FileMode(st.Mode & 0o7777)
+	if ownerOK && cur == mode {
 		return false, nil
+	}
+	if narrow := cur & mode; !ownerOK && narrow != cur {
+		// Narrow the bits first: the new owner or group must never see the old, wider
+		// mode (0640 group a to 0600 group b must not be 0640 group b for a moment).
+		if err := retryEINTR(func() error { return unix.Fchmod(int(f.Fd()), uint32(narrow.Perm())) }); err != nil {
+			return true, d.pathErr("chmod", name, err)
+		}
 	}
 	return true, d.setOwnerMode(int(f.Fd()), name, mode, uid, gid)
 }
