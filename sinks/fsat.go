@@ -67,7 +67,7 @@ func (d *dirHandle) sync() error {
 
 // chmod sets the directory's own mode through its descriptor.
 func (d *dirHandle) chmod(mode os.FileMode) error {
-	if err := unix.Fchmod(d.fd, uint32(mode.Perm())); err != nil {
+	if err := retryEINTR(func() error { return unix.Fchmod(d.fd, uint32(mode.Perm())) }); err != nil {
 		return &fs.PathError{Op: "chmod", Path: d.path, Err: err}
 	}
 	return nil
@@ -90,7 +90,8 @@ func (d *dirHandle) lstat(name string) (st unix.Stat_t, ok bool, err error) {
 func (d *dirHandle) readlink(name string) (string, error) {
 	buf := make([]byte, 256)
 	for {
-		n, err := unix.Readlinkat(d.fd, name, buf)
+		var n int
+		err := retryEINTR(func() (err error) { n, err = unix.Readlinkat(d.fd, name, buf); return err })
 		if err != nil {
 			return "", d.pathErr("readlink", name, err)
 		}
@@ -103,7 +104,11 @@ func (d *dirHandle) readlink(name string) (string, error) {
 
 // names lists the directory's entries.
 func (d *dirHandle) names() ([]string, error) {
-	fd, err := unix.Openat(d.fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	var fd int
+	err := retryEINTR(func() (err error) {
+		fd, err = unix.Openat(d.fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		return err
+	})
 	if err != nil {
 		return nil, &fs.PathError{Op: "open directory", Path: d.path, Err: err}
 	}
@@ -161,7 +166,7 @@ func (d *dirHandle) fixOwnerMode(name string, mode os.FileMode, uid, gid int) (b
 	}
 	defer f.Close()
 	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+	if err := retryEINTR(func() error { return unix.Fstat(int(f.Fd()), &st) }); err != nil {
 		return false, d.pathErr("stat", name, err)
 	}
 	ownerOK := (uid == -1 || int(st.Uid) == uid) && (gid == -1 || int(st.Gid) == gid)
@@ -204,7 +209,7 @@ func (d *dirHandle) openRegular(name string) (*os.File, error) {
 		return nil, d.pathErr("open", name, err)
 	}
 	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
+	if err := retryEINTR(func() error { return unix.Fstat(fd, &st) }); err != nil {
 		_ = unix.Close(fd)
 		return nil, d.pathErr("stat", name, err)
 	}
@@ -250,7 +255,7 @@ func (d *dirHandle) rename(oldName, newName string) error {
 
 // unlink removes the non-directory name; a missing name is not an error.
 func (d *dirHandle) unlink(name string) error {
-	err := unix.Unlinkat(d.fd, name, 0)
+	err := retryEINTR(func() error { return unix.Unlinkat(d.fd, name, 0) }) // a retry after it took effect: ENOENT
 	if err != nil && !errors.Is(err, unix.ENOENT) {
 		return d.pathErr("remove", name, err)
 	}
@@ -281,13 +286,17 @@ func (d *dirHandle) removeAll(name string) error {
 	if err != nil {
 		return err
 	}
-	if err := unix.Unlinkat(d.fd, name, unix.AT_REMOVEDIR); err != nil && !errors.Is(err, unix.ENOENT) {
+	if err := retryEINTR(func() error { return unix.Unlinkat(d.fd, name, unix.AT_REMOVEDIR) }); err != nil && !errors.Is(err, unix.ENOENT) {
 		return d.pathErr("remove", name, err)
 	}
 	return nil
 }
 
-// retryEINTR runs op again while it fails with EINTR.
+// retryEINTR runs op again while it fails with EINTR (which network and FUSE file
+// systems can return when a signal, such as the Go runtime's preemption signal, arrives
+// during the call). Used for calls that are safe to repeat; mkdirat, symlinkat and
+// renameat are not retried (a repeat of one that took effect fails with EEXIST or
+// ENOENT), and commit checks what its rename did.
 func retryEINTR(op func() error) error {
 	for {
 		if err := op(); !errors.Is(err, unix.EINTR) {
