@@ -431,8 +431,9 @@ func pgpassEscape(s string) string {
 	return strings.NewReplacer(`\`, `\\`, `:`, `\:`).Replace(s)
 }
 
-// pgpassHost returns the (unescaped) host field of a .pgpass line.
-func pgpassHost(line string) string {
+// pgpassFields splits a .pgpass line into its fields, unescaped (pgpassEscape's inverse).
+func pgpassFields(line string) []string {
+	var fields []string
 	var b strings.Builder
 	for i := 0; i < len(line); i++ {
 		switch c := line[i]; {
@@ -440,12 +441,13 @@ func pgpassHost(line string) string {
 			i++
 			b.WriteByte(line[i])
 		case c == ':':
-			return b.String()
+			fields = append(fields, b.String())
+			b.Reset()
 		default:
 			b.WriteByte(c)
 		}
 	}
-	return b.String()
+	return append(fields, b.String())
 }
 
 // Write stores b as the sink's current generation.
@@ -865,15 +867,12 @@ func (f *File) readTokenFiles(g *dirHandle, b *bundle.Bundle, hostFromPGPass boo
 		if len(bytes.TrimSpace(data)) == 0 {
 			return fmt.Errorf("%s: %w: %s is missing or empty", f, bundle.ErrInvalid, g.join(pgpassName))
 		}
-		line := strings.TrimRight(string(data), "\n")
+		fields := pgpassFields(strings.TrimRight(string(data), "\n"))
 		if hostFromPGPass {
-			b.Host = pgpassHost(line)
+			b.Host = fields[0]
 		}
-		if !f.token {
-			// The token is the last field.
-			if i := strings.LastIndex(line, ":"); i >= 0 {
-				b.LoginToken = bundle.Secret(strings.NewReplacer(`\\`, `\`, `\:`, `:`).Replace(line[i+1:]))
-			}
+		if !f.token && len(fields) > 1 {
+			b.LoginToken = bundle.Secret(fields[len(fields)-1]) // the token is the last field
 		}
 	}
 	return nil

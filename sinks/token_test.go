@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/dbcert-agent/dbcert-agent/agent/bundle"
 )
 
 // TestTokenFiles: a sink asked for the login token writes "token" (key mode) and
@@ -71,5 +73,28 @@ func TestTokenFiles(t *testing.T) {
 		if _, err := os.Lstat(filepath.Join(dir, name)); !os.IsNotExist(err) {
 			t.Errorf("%s still exists: %v", name, err)
 		}
+	}
+}
+
+// TestPGPassOnlyReadsTheTokenBack: a sink writing .pgpass but no token file reads the
+// token (the last field) and host (the first) back unescaped, whatever ':' and '\' they
+// hold, so an unchanged bundle writes nothing new.
+func TestPGPassOnlyReadsTheTokenBack(t *testing.T) {
+	ca := newCA(t, "pgpass-only")
+	for _, tok := range []string{"ya29.plain", `tok:en`, `a\b:c\:d`, `ends\`} {
+		t.Run(tok, func(t *testing.T) {
+			s := newSink(t, FileOptions{Dir: sinkDir(t), UID: -1, GID: -1, PGPassUser: "app"})
+			b := ca.ecBundle(t)
+			b.LoginToken, b.Host = bundle.Secret(tok), "10.0.0.5"
+			mustWrite(t, s, b, true)
+			cur, err := s.Current()
+			if err != nil {
+				t.Fatalf("Current right after Write: %v", err)
+			}
+			if cur.LoginToken != b.LoginToken || cur.Host != b.Host {
+				t.Errorf("read back token %q host %q, want %q %q", cur.LoginToken.Reveal(), cur.Host, tok, b.Host)
+			}
+			mustWrite(t, s, b, false)
+		})
 	}
 }
