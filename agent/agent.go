@@ -124,6 +124,9 @@ func NewWithInstances(instances []*Instance, o Options) *Agent {
 	if a.parallel <= 0 {
 		a.parallel = 8
 	}
+	for _, in := range instances {
+		a.ready.add(in.Name) // not ready before a loop has looked at its files (/readyz may be served first)
+	}
 	return a
 }
 

@@ -1071,3 +1071,15 @@ func TestReloadKeepsARunningInstanceWhoseRebuildFails(t *testing.T) {
 		t.Error("a working instance was replaced by one that failed to build")
 	}
 }
+
+// TestNotReadyBeforeRun: /readyz can be served before Run starts the loops; an agent
+// whose instances no loop has looked at yet is not ready.
+func TestNotReadyBeforeRun(t *testing.T) {
+	a := NewWithInstances([]*Instance{{Name: "b"}, {Name: "a"}}, Options{})
+	if ok, missing := a.Ready(); ok || !slices.Equal(missing, []string{"a", "b"}) {
+		t.Errorf("Ready() = %v, %v before Run; want false, [a b]", ok, missing)
+	}
+	if ok, _ := NewWithInstances(nil, Options{}).Ready(); !ok {
+		t.Error("an agent without instances is not ready")
+	}
+}
