@@ -223,10 +223,11 @@ type genFile struct {
 }
 
 // files encodes b into the files of one generation, one per name of f.names, in that
-// order, followed by the metadata. pw is the PKCS#12 password ("" without PKCS12). It
+// order, followed by the metadata (naming prev, the generation it replaces, "" for
+// none). pw is the PKCS#12 password ("" without PKCS12). It
 // refuses a nil bundle, one without CAs, and a key without a certificate or vice versa;
 // everything else about the material is the caller's to verify (bundle.Verify).
-func (f *File) files(b *bundle.Bundle, pw bundle.Secret, now time.Time) ([]genFile, error) {
+func (f *File) files(b *bundle.Bundle, pw bundle.Secret, now time.Time, prev string) ([]genFile, error) {
 	if err := checkShape(b); err != nil {
 		return nil, fmt.Errorf("%s: %w", f, err)
 	}
@@ -251,7 +252,9 @@ func (f *File) files(b *bundle.Bundle, pw bundle.Secret, now time.Time) ([]genFi
 		}
 		out = append(out, gf)
 	}
-	return append(out, genFile{name: metaName, data: metaOf(b, now).encode(), mode: metaMode}), nil
+	m := metaOf(b, now)
+	m.Previous = prev
+	return append(out, genFile{name: metaName, data: m.encode(), mode: metaMode}), nil
 }
 
 // modeOf is the mode of the visible name n: KeyMode for everything holding the private
@@ -541,7 +544,11 @@ func (f *File) writeLocked(ctx context.Context, d *dirHandle, b *bundle.Bundle, 
 			return false, f.refresh(d, cur.gen, b, old)
 		}
 	}
-	files, err := f.files(b, pw, time.Now())
+	prev := ""
+	if cur.exists {
+		prev = cur.gen
+	}
+	files, err := f.files(b, pw, time.Now(), prev)
 	if err != nil {
 		return false, err
 	}
@@ -709,9 +716,10 @@ func syncIf(d *dirHandle, linked bool) error {
 // refresh is Write for unchanged files (old is what gen holds): re-apply owner and
 // mode to the current files, store b's later metadata, repair the visible links, keep
 // the current and previous generations and remove other generations and a stale
-// ..data_tmp. Without a commit it cannot know the previous generation, so it takes the
-// newest one named (timestamped) before the current; newer ones are leftovers of writes
-// that crashed before their commit.
+// ..data_tmp. The previous generation is the one the current generation's metadata
+// names (its commit replaced it); for a generation written before metadata named it,
+// the newest one named (timestamped) before the current, newer ones being leftovers of
+// writes that crashed before their commit.
 func (f *File) refresh(d *dirHandle, gen string, b, old *bundle.Bundle) error {
 	g, err := d.sub(gen)
 	if err != nil {
@@ -747,7 +755,10 @@ func (f *File) refresh(d *dirHandle, gen string, b, old *bundle.Bundle) error {
 	if err != nil {
 		return err
 	}
-	prev := previousOf(listed, gen)
+	prev := oldMeta.Previous
+	if !isGeneration(prev) || !slices.Contains(listed, prev) {
+		prev = previousOf(listed, gen) // written before metadata named it, or gone
+	}
 	if err := prune(d, listed, gen, prev); err != nil {
 		return err
 	}

@@ -282,6 +282,41 @@ func TestPreviousGenerationFollowsTheConfig(t *testing.T) {
 	})
 }
 
+// TestPreviousGenerationAfterTheClockSteppedBack: generation names are wall-clock
+// times; after the clock steps back, the generation a rotation replaced sorts after the
+// current one. A write that changes nothing must still keep it (the previous generation
+// stays readable until the next rotation), not prune it as a crashed write's leftover.
+func TestPreviousGenerationAfterTheClockSteppedBack(t *testing.T) {
+	ca := newCA(t, "clock step CA")
+	dir := sinkDir(t)
+	f := newSink(t, opts(dir))
+	mustWrite(t, f, ca.ecBundle(t), true)
+	// Make the first generation look written an hour ahead of the clock.
+	early := dataTarget(t, dir)
+	later := ".." + time.Now().Add(time.Hour).UTC().Format(genTimeLayout) + ".00000000"
+	if !isGeneration(later) {
+		t.Fatalf("test setup: %q is not a generation name", later)
+	}
+	if err := os.Rename(filepath.Join(dir, early), filepath.Join(dir, later)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, dataLink)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(later, filepath.Join(dir, dataLink)); err != nil {
+		t.Fatal(err)
+	}
+	b := ca.ecBundle(t)
+	mustWrite(t, f, b, true) // the rotation: its generation sorts before the one it replaced
+	if cur := dataTarget(t, dir); cur > later {
+		t.Fatalf("test setup: the new generation %s sorts after %s", cur, later)
+	}
+	mustWrite(t, f, b, false)
+	if !slices.Contains(generations(t, dir), later) {
+		t.Errorf("the previous generation %s was pruned by a write that changed nothing: %v", later, generations(t, dir))
+	}
+}
+
 // checkOwner asserts uid and gid of the visible files.
 func checkOwner(t *testing.T, f *File, uid, gid uint32) {
 	t.Helper()

@@ -32,6 +32,11 @@ type meta struct {
 	Host        string    `json:"host,omitempty"`
 	Engine      string    `json:"engine,omitempty"`
 	DNSName     string    `json:"dns_name,omitempty"`
+	// Previous is the generation that was current when this one was committed, kept
+	// until the next rotation. Generation names are wall-clock times, so after the
+	// clock stepped back the previous one can sort after the current one; without this
+	// it would look like the leftover of a crashed write. Readers ignore it if absent.
+	Previous string `json:"previous,omitempty"`
 }
 
 // metaOf is the metadata of b; a zero Issued becomes now.
