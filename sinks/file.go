@@ -257,8 +257,6 @@ func (f *File) files(b *bundle.Bundle, pw bundle.Secret, now time.Time, prev str
 	return append(out, genFile{name: metaName, data: m.encode(), mode: metaMode}), nil
 }
 
-// modeOf is the mode of the visible name n: KeyMode for everything holding the private
-// key or the login token, 0600 for .pgpass (libpq's rule), 0644 for the rest.
 // storedModeOf is the mode the sink gives the file n of any generation, whichever
 // layout wrote it; ok is false for a name no sink writes.
 func (f *File) storedModeOf(n string) (mode os.FileMode, ok bool) {
@@ -311,6 +309,8 @@ func (f *File) fixPrevious(d *dirHandle, gen string) error {
 	return nil
 }
 
+// modeOf is the mode of the visible name n: KeyMode for everything holding the private
+// key or the login token, 0600 for .pgpass (libpq's rule), 0644 for the rest.
 func (f *File) modeOf(n string) os.FileMode {
 	switch n {
 	case f.layout.key, f.layout.pk8, keystoreName, tokenName:
