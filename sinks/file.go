@@ -557,7 +557,9 @@ func (f *File) writeLocked(ctx context.Context, d *dirHandle, b *bundle.Bundle, 
 		return false, err
 	}
 	if err := commit(d, gen, f.hook); err != nil {
-		_ = d.removeAll(gen)
+		if _, tried := errors.AsType[*renameError](err); !tried {
+			_ = d.removeAll(gen) // ..data was not touched
+		}
 		return false, fmt.Errorf("%s: committing %s: %w", f, d.join(gen), err)
 	}
 	return true, f.finish(d, b, gen, cur.gen)

@@ -584,6 +584,47 @@ func TestCommitThatReportsAnErrorButHappened(t *testing.T) {
 	}
 }
 
+// TestUncertainCommitKeepsTheNewGeneration: when the commit rename reports an error and
+// ..data, read back, still names the old generation, the new one may yet be current (an
+// NFS client can answer from its cache), so it is kept rather than removed; the Write
+// fails, the old files stay, and the next Write prunes it.
+func TestUncertainCommitKeepsTheNewGeneration(t *testing.T) {
+	ca := newCA(t, "uncertain commit CA")
+	dir := sinkDir(t)
+	f := newSink(t, opts(dir))
+	old := ca.ecBundle(t)
+	mustWrite(t, f, old, true)
+	oldGen := dataTarget(t, dir)
+	var newGen string
+	f.hook = func(step string) error {
+		if step != "renamed" {
+			return nil
+		}
+		// What a stale lookup would show: ..data still naming the old generation.
+		newGen = dataTarget(t, dir)
+		tmp := filepath.Join(dir, "..data_stale")
+		if err := os.Symlink(oldGen, tmp); err != nil {
+			return err
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, dataLink)); err != nil {
+			return err
+		}
+		return syscall.EIO
+	}
+	if changed, err := f.Write(t.Context(), ca.ecBundle(t)); err == nil || changed {
+		t.Fatalf("Write = %v, %v; want false and an error", changed, err)
+	}
+	f.hook = nil
+	mustCurrent(t, f, old)
+	if newGen == "" || !slices.Contains(generations(t, dir), newGen) {
+		t.Fatalf("the new generation %q was removed after an uncertain commit: %v", newGen, generations(t, dir))
+	}
+	mustWrite(t, f, ca.ecBundle(t), true)
+	if slices.Contains(generations(t, dir), newGen) {
+		t.Errorf("the orphaned generation %s outlived the next Write", newGen)
+	}
+}
+
 // failAt returns a hook factory that fails at step with err.
 func failAt(step string, err error) func(context.CancelFunc) func(string) error {
 	return func(context.CancelFunc) func(string) error {

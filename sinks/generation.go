@@ -262,10 +262,18 @@ func commit(d *dirHandle, gen string, hook func(step string) error) error {
 			return nil
 		}
 		_ = d.unlink(dataTmpLink)
-		return err
+		return &renameError{err}
 	}
 	return nil
 }
+
+// renameError is commit's error once its rename was tried: ..data may name the new
+// generation although a lookup says otherwise (an NFS client can answer from its
+// cache), so the caller keeps that generation; the next Write prunes it unless current.
+type renameError struct{ err error }
+
+func (e *renameError) Error() string { return e.err.Error() }
+func (e *renameError) Unwrap() error { return e.err }
 
 // lockFile opens (creating if needed) the lock file in d. O_NONBLOCK keeps a planted
 // FIFO from hanging the open; O_NOFOLLOW refuses a planted symlink. The file is 0600
