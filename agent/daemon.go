@@ -233,10 +233,11 @@ func (d *daemon) reload(ctx context.Context, why string) {
 		}
 		return
 	}
+	// READY=1 again once the new configuration has settled, and not during apply: while
+	// it waits for a stopped loop's hooks, the instances not yet started would not count
+	// (also during start-up, before the first READY=1).
+	d.ready.hold()
 	d.apply(ctx, instances)
-	// READY=1 again once the new configuration has settled: only now, when apply has
-	// stopped the old loops and added the new instances (while it waited for a stopped
-	// loop's hooks, the instances not yet added would have looked settled).
 	d.ready.rearm()
 }
 
@@ -267,6 +268,11 @@ func (d *daemon) apply(ctx context.Context, instances []*Instance) {
 		}
 	}
 	d.mu.Unlock()
+	for name := range want {
+		if !contains(restarted, name) {
+			d.ready.add(name) // new: not ready from now on, before loops are stopped
+		}
+	}
 	for _, l := range stop {
 		d.stop(l)
 	}
@@ -275,7 +281,7 @@ func (d *daemon) apply(ctx context.Context, instances []*Instance) {
 		d.a.obs.Removed(name)
 	}
 	for _, name := range restarted {
-		d.ready.remove(name) // what the old loop held says nothing of the new configuration
+		d.ready.reset(name) // what the old loop held says nothing of the new configuration
 	}
 	for _, in := range instances {
 		if _, ok := want[in.Name]; ok {

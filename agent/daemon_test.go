@@ -1083,3 +1083,52 @@ func TestNotReadyBeforeRun(t *testing.T) {
 		t.Error("an agent without instances is not ready")
 	}
 }
+
+// TestReloadDuringStartupHoldsReady: a reload that arrives before the first READY=1 and
+// waits for a stopped loop's hook does not let the first READY=1 out on the old
+// instances alone (x getting its files meanwhile); it comes once the new instance b has
+// files.
+func TestReloadDuringStartupHoldsReady(t *testing.T) {
+	clock := newFakeClock()
+	xp := &fakeProvider{t: t, clock: clock.Now, life: time.Hour, fail: retryErr{"503 backendError"}}
+	x := &Instance{Name: "x", Provider: xp, NeedsKey: true, Sinks: []Sink{&memSink{}}}
+	hk := &gateHook{}
+	h := &Instance{Name: "h", Provider: &fakeProvider{t: t, clock: clock.Now, life: time.Hour}, NeedsKey: true, Sinks: []Sink{&memSink{}}, Hooks: []Hook{hk}}
+	bp := &fakeProvider{t: t, clock: clock.Now, life: time.Hour, fail: retryErr{"503 backendError"}}
+	b := &Instance{Name: "b", Provider: bp, NeedsKey: true, Sinks: []Sink{&memSink{}}}
+	n := &fakeNotifier{}
+	hup := make(chan os.Signal, 1)
+	d, buf := fakeDaemon(t, clock, fakeRunOptions{RunOptions: RunOptions{Notifier: n, Hangup: hup,
+		Reload: func(context.Context) ([]*Instance, error) { return []*Instance{x, b}, nil }}}, x, h)
+	eventually(t, 5*time.Second, "h's files and x's first attempt", func() bool { return hk.count() == 1 && xp.count() >= 1 })
+	settle(t, d)
+	gate := make(chan struct{})
+	release := sync.OnceFunc(func() { close(gate) })
+	defer release()
+	hk.mu.Lock()
+	hk.gate = gate
+	hk.mu.Unlock()
+	clock.Advance(45 * time.Minute) // h renews; its hook hangs
+	eventually(t, 5*time.Second, "h's hook running", func() bool { return hk.count() == 2 })
+	hup <- syscall.SIGHUP
+	eventually(t, 5*time.Second, "the reload waiting for h's loop", func() bool { return strings.Contains(buf.String(), "reloading configuration") })
+	xp.setFail(nil)
+	clock.Advance(10 * time.Minute) // x retries and gets its files
+	eventually(t, 5*time.Second, "x's files", func() bool {
+		ok, missing := d.a.Ready()
+		return !ok && !slices.Contains(missing, "x")
+	})
+	time.Sleep(10 * announceQuantum) // announce passes run meanwhile
+	if c := n.count("READY"); c != 0 {
+		t.Fatalf("READY=1 sent while the reload was still applying (b not started); status %q", n.lastStatus())
+	}
+	release()
+	eventually(t, 5*time.Second, "b's first attempt", func() bool { return bp.count() == 1 })
+	settle(t, d)
+	if c := n.count("READY"); c != 0 {
+		t.Fatalf("READY=1 sent although b has no files; status %q", n.lastStatus())
+	}
+	bp.setFail(nil)
+	clock.Advance(10 * time.Minute)
+	eventually(t, 5*time.Second, "READY=1 once b has files", func() bool { return n.count("READY") == 1 })
+}

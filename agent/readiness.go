@@ -21,6 +21,8 @@ type readiness struct {
 	changed chan struct{} // closed and replaced at every update
 	// announced is false until READY=1 was sent for the current configuration.
 	announced bool
+	// held keeps READY=1 back while a reload applies a new configuration (hold, rearm).
+	held bool
 }
 
 type instReady struct {
@@ -111,7 +113,14 @@ func (r *readiness) settledLocked(now time.Time) bool {
 }
 
 // rearm makes the next settled state send READY=1 again (after a reload).
-func (r *readiness) rearm() { r.update(func() { r.announced = false }) }
+func (r *readiness) rearm() { r.update(func() { r.announced, r.held = false, false }) }
+
+// hold keeps READY=1 back until rearm: while a reload stops and starts loops, the
+// instances of the old configuration may look settled before the new ones exist.
+func (r *readiness) hold() { r.update(func() { r.held = true }) }
+
+// reset makes name an instance that no loop has reported on yet (a restarted one).
+func (r *readiness) reset(name string) { r.update(func() { r.inst[name] = &instReady{} }) }
 
 // wasAnnounced reports whether READY=1 has been sent for the current configuration.
 func (r *readiness) wasAnnounced() bool {
@@ -125,7 +134,7 @@ func (r *readiness) wasAnnounced() bool {
 func (r *readiness) announce(now time.Time) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.announced || !r.settledLocked(now) {
+	if r.announced || r.held || !r.settledLocked(now) {
 		return false
 	}
 	r.announced = true

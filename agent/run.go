@@ -512,6 +512,9 @@ func (d *daemon) repair(ctx context.Context, l *loop, st *loopState, log *slog.L
 	wctx := context.WithoutCancel(ctx)
 	prev := st.cur.times()
 	if adopted, own := d.adoptNewer(l.in, st, log); adopted || st.cur == nil {
+		if adopted {
+			d.watchSinks(l) // a directory made anew (its old watch is gone)
+		}
 		d.report(l.in, st)
 		if own != nil {
 			// That write reported an error, so its hooks did not run: run them now,
@@ -545,6 +548,7 @@ func (d *daemon) repair(ctx context.Context, l *loop, st *loopState, log *slog.L
 			log.Error("sink files were changed by someone else and could not be restored", "sink", fmt.Sprint(s), "err", err)
 			continue
 		}
+		d.watchSinks(l) // at once: the directory may be new, and unwatched until now
 		log.Warn("sink files were changed by someone else; restored them", "sink", fmt.Sprint(s))
 	}
 	d.watchSinks(l)

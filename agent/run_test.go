@@ -273,13 +273,11 @@ func TestRunRestoresDeletedDirectoryEveryTime(t *testing.T) {
 		if err := remove(); err != nil {
 			t.Fatal(err)
 		}
+		// The repair watches the directory before it logs the restore.
 		eventually(t, 5*time.Second, fmt.Sprintf("round %d: files restored", round+1), func() bool {
 			_, err := w.current("a")
-			return err == nil
+			return err == nil && strings.Count(w.buf.String(), "restored them") == round+1
 		})
-		// The repair watches the directory right after writing it; a removal in
-		// between is caught by its check that follows, with an API call (not tested).
-		time.Sleep(200 * time.Millisecond)
 	}
 	if w.emu.Issued() != issued {
 		t.Error("restoring a deleted directory called the API")
