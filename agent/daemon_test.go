@@ -1132,3 +1132,40 @@ func TestReloadDuringStartupHoldsReady(t *testing.T) {
 	clock.Advance(10 * time.Minute)
 	eventually(t, 5*time.Second, "READY=1 once b has files", func() bool { return n.count("READY") == 1 })
 }
+
+// forgetfulSink writes like a memSink but, once forget is set, reads back nothing: files
+// that are gone again as soon as they are restored.
+type forgetfulSink struct {
+	memSink
+	forget atomic.Bool
+}
+
+func (s *forgetfulSink) Current() (*bundle.Bundle, error) {
+	if s.forget.Load() {
+		return nil, errNotStored
+	}
+	return s.memSink.Current()
+}
+
+// TestRepairRestoresAgainThenFetches: files gone again right after a restore are
+// restored again from memory (their removal's events may still be on the way), at most
+// maxReheal times in a row; then the loop fetches new ones.
+func TestRepairRestoresAgainThenFetches(t *testing.T) {
+	clock := newFakeClock()
+	p := &fakeProvider{t: t, clock: clock.Now, life: time.Hour}
+	sink := &forgetfulSink{}
+	d, buf := fakeDaemon(t, clock, fakeRunOptions{}, &Instance{Name: "a", Provider: p, NeedsKey: true, Sinks: []Sink{sink}})
+	eventually(t, 5*time.Second, "files", func() bool { return p.count() == 1 })
+	settle(t, d)
+	sink.forget.Store(true)
+	d.mu.Lock()
+	d.wake(d.loops["a"], wakeHeal)
+	d.mu.Unlock()
+	eventually(t, 10*time.Second, "a fetch after the restores", func() bool { return p.count() == 2 })
+	if n := strings.Count(buf.String(), "restored them"); n != 1+maxReheal {
+		t.Errorf("restored %d times before fetching, want %d", n, 1+maxReheal)
+	}
+	if n := strings.Count(buf.String(), "could not be restored; fetching new ones"); n != 1 {
+		t.Errorf("gave up restoring %d times, want 1", n)
+	}
+}

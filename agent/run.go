@@ -137,6 +137,8 @@ type loopState struct {
 	wrote *held
 	// warnedRenew: the renew_before warning was logged for this instance.
 	warnedRenew bool
+	// reheal counts the repairs in a row whose restored files were gone again at once.
+	reheal int
 }
 
 // run1 runs the loop from its start (reading the files on disk) in the calling
@@ -528,6 +530,7 @@ func (d *daemon) repair(ctx context.Context, l *loop, st *loopState, log *slog.L
 		return
 	}
 	var cur *bundle.Bundle // parsed from what the loop holds when a sink needs it
+	restored, failed := false, false
 	for _, s := range l.in.Sinks {
 		if _, err := s.Current(); err == nil {
 			continue
@@ -546,19 +549,35 @@ func (d *daemon) repair(ctx context.Context, l *loop, st *loopState, log *slog.L
 		release()
 		if err != nil {
 			log.Error("sink files were changed by someone else and could not be restored", "sink", fmt.Sprint(s), "err", err)
+			failed = true
 			continue
 		}
+		restored = true
 		d.watchSinks(l) // at once: the directory may be new, and unwatched until now
 		log.Warn("sink files were changed by someone else; restored them", "sink", fmt.Sprint(s))
 	}
 	d.watchSinks(l)
 	if _, err := d.a.current(l.in, d.a.now()); err != nil {
+		if restored && !failed && st.reheal < maxReheal {
+			// Changed again since the restore (its events may still be on their way):
+			// restore again from memory rather than ask the API.
+			st.reheal++
+			d.wake(l, wakeHeal)
+			return
+		}
+		st.reheal = 0
 		// Not ready while the files are not there; fetch new ones (with backoff).
 		log.Error("the files on disk are not valid and could not be restored; fetching new ones", "err", err)
 		st.cur = nil
+	} else {
+		st.reheal = 0
 	}
 	d.report(l.in, st)
 }
+
+// maxReheal bounds the repairs in a row that restore files which are gone again at
+// once; then the loop fetches new ones instead.
+const maxReheal = 3
 
 // adoptNewer takes over valid files on disk that differ from what the loop holds and
 // were issued later (written by another process, which ran its own hooks); it reports
