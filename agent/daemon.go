@@ -411,20 +411,8 @@ func poke(ch chan struct{}) {
 // dirSink is implemented by sinks that own a directory (sinks.File).
 type dirSink interface{ Dir() string }
 
-// watch adds the loop's sink directories to the watcher; when it starts watching one,
-// it looks at the files once more and wakes the loop to repair them if they changed: a
-// change between the loop's write (or read) and the new watch has no event.
-func (d *daemon) watch(l *loop) {
-	if d.watchSinks(l) {
-		if _, err := d.a.current(l.in, d.a.now()); err != nil {
-			d.wake(l, wakeHeal)
-		}
-	}
-}
-
-// watchSinks adds the loop's sink directories to the watcher (idempotent) and reports
-// whether it added any.
-func (d *daemon) watchSinks(l *loop) (added bool) {
+// watchSinks adds the loop's sink directories to the watcher (idempotent).
+func (d *daemon) watchSinks(l *loop) {
 	for _, s := range l.in.Sinks {
 		ds, ok := s.(dirSink)
 		if !ok {
@@ -444,9 +432,7 @@ func (d *daemon) watchSinks(l *loop) (added bool) {
 		d.mu.Lock()
 		d.dirs[dir] = l
 		d.mu.Unlock()
-		added = true
 	}
-	return added
 }
 
 // watchEvents routes sink-directory events to their loops.

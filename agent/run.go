@@ -248,7 +248,7 @@ func (d *daemon) resume(l *loop) (*loopState, *slog.Logger) {
 			st.keyAt = now.Add(at.Sub(now) / 2)
 		}
 		log.Info("resuming from files on disk", "not_after", fmtTime(cur.NotAfter()), "renew_at", fmtTime(in.renewAt(cur, st.jitter)))
-		d.watch(l)
+		d.watchSinks(l)
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		log.Info("files on disk need replacing", "reason", err)
 	}
@@ -362,7 +362,7 @@ func (d *daemon) refresh(ctx context.Context, l *loop, st *loopState, log *slog.
 		st.keyAt = a.now().Add(in.renewAt(b, st.jitter).Sub(a.now()) / 2)
 	}
 	d.a.obs.Refreshed(in.Name, "")
-	d.watch(l)
+	d.watchSinks(l)
 	if !changed {
 		log.Info("files unchanged", "next_renewal", fmtTime(d.due(in, st, a.now())))
 		return
@@ -515,7 +515,7 @@ func (d *daemon) repair(ctx context.Context, l *loop, st *loopState, log *slog.L
 	prev := st.cur.times()
 	if adopted, own := d.adoptNewer(l.in, st, log); adopted || st.cur == nil {
 		if adopted {
-			d.watch(l) // a directory made anew (its old watch is gone)
+			d.watchSinks(l) // a directory made anew (its old watch is gone)
 		}
 		d.report(l.in, st)
 		if own != nil {
