@@ -243,7 +243,12 @@ func TestRunRestoresDeletedFiles(t *testing.T) {
 	w := newWorld(t, time.Hour)
 	stop := w.run(NewWithInstances(w.instances("a"), Options{Logger: w.log}), RunOptions{})
 	defer stop()
-	eventually(t, 5*time.Second, "files", func() bool { _, err := w.current("a"); return err == nil })
+	// The hook runs after the daemon watches the new directory (a change before that
+	// has no event; the loop finds it at its next renewal).
+	eventually(t, 5*time.Second, "files and the hook", func() bool {
+		_, err := w.current("a")
+		return err == nil && strings.Contains(w.buf.String(), "hook ran")
+	})
 	issued := w.emu.Issued()
 	cert := filepath.Join(w.dir, "out", "a", "cert.pem")
 	if err := os.Remove(cert); err != nil {
@@ -262,7 +267,12 @@ func TestRunRestoresDeletedDirectoryEveryTime(t *testing.T) {
 	w := newWorld(t, time.Hour)
 	stop := w.run(NewWithInstances(w.instances("a"), Options{Logger: w.log}), RunOptions{})
 	defer stop()
-	eventually(t, 5*time.Second, "files", func() bool { _, err := w.current("a"); return err == nil })
+	// The hook runs after the daemon watches the new directory (a change before that
+	// has no event; the loop finds it at its next renewal).
+	eventually(t, 5*time.Second, "files and the hook", func() bool {
+		_, err := w.current("a")
+		return err == nil && strings.Contains(w.buf.String(), "hook ran")
+	})
 	issued := w.emu.Issued()
 	dir := filepath.Join(w.dir, "out", "a")
 	for round, remove := range []func() error{
