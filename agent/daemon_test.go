@@ -923,6 +923,23 @@ func (h *gateHook) count() int {
 	return h.entered
 }
 
+// hangOnRenewal sets a gate, advances clock past the renewal of the instance h belongs
+// to (45 minutes of a 1-hour certificate) and waits until its hook hangs; release (safe
+// to call more than once) lets it go.
+func (h *gateHook) hangOnRenewal(t *testing.T, clock *fakeClock) (release func()) {
+	t.Helper()
+	gate := make(chan struct{})
+	h.mu.Lock()
+	h.gate = gate
+	before := h.entered
+	h.mu.Unlock()
+	release = sync.OnceFunc(func() { close(gate) })
+	t.Cleanup(release) // before the daemon's own clean-up, which waits for the hook
+	clock.Advance(45 * time.Minute)
+	eventually(t, 5*time.Second, "the hook hanging on the renewal", func() bool { return h.count() == before+1 })
+	return release
+}
+
 // TestReloadReadyWaitsForTheNewConfiguration: after RELOADING=1, READY=1 comes only
 // once the new configuration has settled — not while the reload waits for a stopped
 // loop's hook (the new instance b not yet started), nor while b has no files.
@@ -939,14 +956,7 @@ func TestReloadReadyWaitsForTheNewConfiguration(t *testing.T) {
 		Reload: func(context.Context) ([]*Instance, error) { return []*Instance{x, b}, nil }}}, x, h)
 	eventually(t, 5*time.Second, "READY=1", func() bool { return n.count("READY") == 1 })
 	settle(t, d)
-	gate := make(chan struct{})
-	hk.mu.Lock()
-	hk.gate = gate
-	hk.mu.Unlock()
-	clock.Advance(45 * time.Minute) // h renews; its hook hangs
-	eventually(t, 5*time.Second, "h's hook running", func() bool { return hk.count() == 2 })
-	release := sync.OnceFunc(func() { close(gate) })
-	defer release() // a failed check must not leave the daemon stuck in the hook
+	release := hk.hangOnRenewal(t, clock)
 	hup <- syscall.SIGHUP
 	eventually(t, 5*time.Second, "the reload waiting for h's loop", func() bool {
 		return n.count("RELOADING") == 1 && strings.Contains(buf.String(), "reloading configuration")
@@ -1102,14 +1112,7 @@ func TestReloadDuringStartupHoldsReady(t *testing.T) {
 		Reload: func(context.Context) ([]*Instance, error) { return []*Instance{x, b}, nil }}}, x, h)
 	eventually(t, 5*time.Second, "h's files and x's first attempt", func() bool { return hk.count() == 1 && xp.count() >= 1 })
 	settle(t, d)
-	gate := make(chan struct{})
-	release := sync.OnceFunc(func() { close(gate) })
-	defer release()
-	hk.mu.Lock()
-	hk.gate = gate
-	hk.mu.Unlock()
-	clock.Advance(45 * time.Minute) // h renews; its hook hangs
-	eventually(t, 5*time.Second, "h's hook running", func() bool { return hk.count() == 2 })
+	release := hk.hangOnRenewal(t, clock)
 	hup <- syscall.SIGHUP
 	eventually(t, 5*time.Second, "the reload waiting for h's loop", func() bool { return strings.Contains(buf.String(), "reloading configuration") })
 	xp.setFail(nil)

@@ -512,7 +512,7 @@ func (d *daemon) repair(ctx context.Context, l *loop, st *loopState, log *slog.L
 	l.woken &^= wakeHeal // the events of the burst are handled by this repair
 	l.mu.Unlock()
 	wctx := context.WithoutCancel(ctx)
-	prev := st.cur.times()
+	before := st.cur // adoptNewer replaces st.cur; the view is built only if hooks run
 	if adopted, own := d.adoptNewer(l.in, st, log); adopted || st.cur == nil {
 		if adopted {
 			d.watchSinks(l) // a directory made anew (its old watch is gone)
@@ -522,7 +522,7 @@ func (d *daemon) repair(ctx context.Context, l *loop, st *loopState, log *slog.L
 			// That write reported an error, so its hooks did not run: run them now,
 			// or whatever reads the files would keep the old certificate.
 			st.hb.busy("running hooks", l.in.hookLimit())
-			if err := d.a.notify(wctx, l.in, own, prev, log); err != nil {
+			if err := d.a.notify(wctx, l.in, own, before.times(), log); err != nil {
 				log.Error("files were renewed but a hook failed", "err", err)
 				d.a.obs.Refreshed(l.in.Name, reasonHook)
 			}

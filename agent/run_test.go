@@ -239,16 +239,22 @@ func TestRunReadyOnlyAfterFiles(t *testing.T) {
 	}
 }
 
-func TestRunRestoresDeletedFiles(t *testing.T) {
-	w := newWorld(t, time.Hour)
-	stop := w.run(NewWithInstances(w.instances("a"), Options{Logger: w.log}), RunOptions{})
-	defer stop()
-	// The hook runs after the daemon watches the new directory (a change before that
-	// has no event; the loop finds it at its next renewal).
+// runWatched runs the daemon on instance name and waits until its files are written and
+// watched: the hook runs after the daemon watches the new directory (a change before
+// that has no event; the loop finds it at its next renewal). It returns stop.
+func (w *world) runWatched(t *testing.T, name string) (stop func()) {
+	t.Helper()
+	stop = w.run(NewWithInstances(w.instances(name), Options{Logger: w.log}), RunOptions{})
 	eventually(t, 5*time.Second, "files and the hook", func() bool {
-		_, err := w.current("a")
+		_, err := w.current(name)
 		return err == nil && strings.Contains(w.buf.String(), "hook ran")
 	})
+	return stop
+}
+
+func TestRunRestoresDeletedFiles(t *testing.T) {
+	w := newWorld(t, time.Hour)
+	defer w.runWatched(t, "a")()
 	issued := w.emu.Issued()
 	cert := filepath.Join(w.dir, "out", "a", "cert.pem")
 	if err := os.Remove(cert); err != nil {
@@ -265,14 +271,7 @@ func TestRunRestoresDeletedFiles(t *testing.T) {
 // watch is gone, and the restored directory must be watched anew.
 func TestRunRestoresDeletedDirectoryEveryTime(t *testing.T) {
 	w := newWorld(t, time.Hour)
-	stop := w.run(NewWithInstances(w.instances("a"), Options{Logger: w.log}), RunOptions{})
-	defer stop()
-	// The hook runs after the daemon watches the new directory (a change before that
-	// has no event; the loop finds it at its next renewal).
-	eventually(t, 5*time.Second, "files and the hook", func() bool {
-		_, err := w.current("a")
-		return err == nil && strings.Contains(w.buf.String(), "hook ran")
-	})
+	defer w.runWatched(t, "a")()
 	issued := w.emu.Issued()
 	dir := filepath.Join(w.dir, "out", "a")
 	for round, remove := range []func() error{

@@ -312,11 +312,8 @@ func (f *File) fixPrevious(d *dirHandle, gen string) error {
 // modeOf is the mode of the visible name n: KeyMode for everything holding the private
 // key or the login token, 0600 for .pgpass (libpq's rule), 0644 for the rest.
 func (f *File) modeOf(n string) os.FileMode {
-	switch n {
-	case f.layout.key, f.layout.pk8, keystoreName, tokenName:
-		return f.keyMode
-	case pgpassName:
-		return 0o600
+	if m, ok := f.storedModeOf(n); ok {
+		return m
 	}
 	return certMode
 }
