@@ -83,7 +83,12 @@ func TestIAMAuthnRenewsByTheTokensClock(t *testing.T) {
 	start := time.Now()
 	stop := w.run(NewWithInstances(w.instances("a"), Options{Logger: w.log}), RunOptions{})
 	defer stop()
-	eventually(t, 10*time.Second, "files", func() bool { _, err := w.current("a"); return err == nil })
+	renewal := regexp.MustCompile(`msg="next renewal" instance=a at=(\S+)`)
+	// The renewal is logged just after the files are written.
+	eventually(t, 10*time.Second, "files and the renewal plan", func() bool {
+		_, err := w.current("a")
+		return err == nil && renewal.MatchString(w.buf.String())
+	})
 	// The certificate itself lives the emulator's full hour: only the agent's clamp to
 	// the token's expiry can make the renewal below come at the token's clock. (The
 	// files on disk do not record the embedded token's expiry, so the effective end is
@@ -91,7 +96,7 @@ func TestIAMAuthnRenewsByTheTokensClock(t *testing.T) {
 	if left := time.Until(leafNotAfter(t, w, "a")); left < 50*time.Minute {
 		t.Fatalf("the certificate itself has %v left, near the token's life; the emulator clamped it and the test proves nothing", left)
 	}
-	m := regexp.MustCompile(`msg="next renewal" instance=a at=(\S+)`).FindStringSubmatch(w.buf.String())
+	m := renewal.FindStringSubmatch(w.buf.String())
 	if m == nil {
 		t.Fatalf("no next renewal logged:\n%s", w.buf.String())
 	}
