@@ -411,8 +411,15 @@ func poke(ch chan struct{}) {
 // dirSink is implemented by sinks that own a directory (sinks.File).
 type dirSink interface{ Dir() string }
 
-// watchSinks adds the loop's sink directories to the watcher (idempotent).
-func (d *daemon) watchSinks(l *loop) {
+// presentSink is implemented by sinks that tell cheaply (a stat per file, nothing
+// read) whether the files they wrote for b are all still there (sinks.File).
+type presentSink interface{ Present(b *bundle.Bundle) error }
+
+// watchSinks adds the loop's sink directories to the watcher (idempotent). When it
+// starts watching one, it checks that the files of cur (what the loop holds, nil for
+// none) are still there and wakes the loop to repair them if not: a removal between
+// the loop's write (or read) and the new watch has no event.
+func (d *daemon) watchSinks(l *loop, cur *held) {
 	for _, s := range l.in.Sinks {
 		ds, ok := s.(dirSink)
 		if !ok {
@@ -432,6 +439,12 @@ func (d *daemon) watchSinks(l *loop) {
 		d.mu.Lock()
 		d.dirs[dir] = l
 		d.mu.Unlock()
+		if ps, ok := s.(presentSink); ok && cur != nil {
+			if err := ps.Present(cur.times()); err != nil {
+				d.a.log.Debug("sink files changed before the watch began", "instance", l.in.Name, "err", err)
+				d.wake(l, wakeHeal)
+			}
+		}
 	}
 }
 

@@ -248,7 +248,7 @@ func (d *daemon) resume(l *loop) (*loopState, *slog.Logger) {
 			st.keyAt = now.Add(at.Sub(now) / 2)
 		}
 		log.Info("resuming from files on disk", "not_after", fmtTime(cur.NotAfter()), "renew_at", fmtTime(in.renewAt(cur, st.jitter)))
-		d.watchSinks(l)
+		d.watchSinks(l, st.cur)
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		log.Info("files on disk need replacing", "reason", err)
 	}
@@ -362,7 +362,7 @@ func (d *daemon) refresh(ctx context.Context, l *loop, st *loopState, log *slog.
 		st.keyAt = a.now().Add(in.renewAt(b, st.jitter).Sub(a.now()) / 2)
 	}
 	d.a.obs.Refreshed(in.Name, "")
-	d.watchSinks(l)
+	d.watchSinks(l, st.cur)
 	if !changed {
 		log.Info("files unchanged", "next_renewal", fmtTime(d.due(in, st, a.now())))
 		return
@@ -515,7 +515,7 @@ func (d *daemon) repair(ctx context.Context, l *loop, st *loopState, log *slog.L
 	before := st.cur // adoptNewer replaces st.cur; the view is built only if hooks run
 	if adopted, own := d.adoptNewer(l.in, st, log); adopted || st.cur == nil {
 		if adopted {
-			d.watchSinks(l) // a directory made anew (its old watch is gone)
+			d.watchSinks(l, st.cur) // a directory made anew (its old watch is gone)
 		}
 		d.report(l.in, st)
 		if own != nil {
@@ -553,10 +553,10 @@ func (d *daemon) repair(ctx context.Context, l *loop, st *loopState, log *slog.L
 			continue
 		}
 		restored = true
-		d.watchSinks(l) // at once: the directory may be new, and unwatched until now
+		d.watchSinks(l, st.cur) // at once: the directory may be new, and unwatched until now
 		log.Warn("sink files were changed by someone else; restored them", "sink", fmt.Sprint(s))
 	}
-	d.watchSinks(l)
+	d.watchSinks(l, st.cur)
 	if _, err := d.a.current(l.in, d.a.now()); err != nil {
 		if restored && !failed && st.reheal < maxReheal {
 			// Changed again since the restore (its events may still be on their way):

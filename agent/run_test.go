@@ -9,9 +9,11 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/dbcert-agent/dbcert-agent/agent/bundle"
 	"github.com/dbcert-agent/dbcert-agent/agent/emulator"
 	"github.com/dbcert-agent/dbcert-agent/config"
 	"github.com/dbcert-agent/dbcert-agent/sinks"
@@ -290,6 +292,49 @@ func TestRunRestoresDeletedDirectoryEveryTime(t *testing.T) {
 	}
 	if w.emu.Issued() != issued {
 		t.Error("restoring a deleted directory called the API")
+	}
+}
+
+// deleteAfterFirstWrite removes cert.pem right after the first write: a change that
+// comes before the daemon watches the new directory, so no event reports it.
+type deleteAfterFirstWrite struct {
+	Sink
+	dir  string
+	done atomic.Bool
+}
+
+func (s *deleteAfterFirstWrite) Dir() string { return s.dir }
+
+func (s *deleteAfterFirstWrite) Present(b *bundle.Bundle) error {
+	return s.Sink.(presentSink).Present(b)
+}
+
+func (s *deleteAfterFirstWrite) Write(ctx context.Context, b *bundle.Bundle) (bool, error) {
+	changed, err := s.Sink.Write(ctx, b)
+	if err == nil && s.done.CompareAndSwap(false, true) {
+		if rerr := os.Remove(filepath.Join(s.dir, "cert.pem")); rerr != nil {
+			return changed, rerr
+		}
+	}
+	return changed, err
+}
+
+// TestRunRepairsAChangeBeforeTheWatch: files removed between the first write and the
+// moment their new directory is watched are noticed (the daemon checks they are there
+// when it starts watching) and restored from memory.
+func TestRunRepairsAChangeBeforeTheWatch(t *testing.T) {
+	w := newWorld(t, time.Hour)
+	ins := w.instances("a")
+	sink := &deleteAfterFirstWrite{Sink: ins[0].Sinks[0], dir: filepath.Join(w.dir, "out", "a")}
+	ins[0].Sinks = []Sink{sink}
+	stop := w.run(NewWithInstances(ins, Options{Logger: w.log}), RunOptions{})
+	defer stop()
+	eventually(t, 5*time.Second, "files restored after the early change", func() bool {
+		_, err := w.current("a")
+		return sink.done.Load() && err == nil
+	})
+	if n := w.emu.Issued(); n != 1 {
+		t.Errorf("%d certificates issued; the restore must not call the API", n)
 	}
 }
 

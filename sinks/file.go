@@ -808,6 +808,31 @@ func (f *File) Current() (*bundle.Bundle, error) {
 	return b, nil
 }
 
+// Present reports cheaply (a stat per visible name, nothing read or parsed) whether
+// every name of Names(b) still leads to a file: nil if so, else an error wrapping
+// bundle.ErrInvalid (fs.ErrNotExist when Dir is gone) that names the first missing one.
+// It sees removals and renames, not changed contents or a name replaced by another
+// file (Current checks those). A watcher uses it to catch a removal that came before
+// its watch began.
+func (f *File) Present(b *bundle.Bundle) error {
+	d, err := f.openDir(false)
+	if err != nil {
+		return err
+	}
+	defer d.close()
+	for _, n := range f.Names(b) {
+		var st unix.Stat_t
+		err := retryEINTR(func() error { return unix.Fstatat(d.fd, n, &st, 0) })
+		if errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("%s: %w: %s is missing", f, bundle.ErrInvalid, d.join(n))
+		}
+		if err != nil {
+			return d.pathErr("stat", n, err)
+		}
+	}
+	return nil
+}
+
 // readAll reads generation gen with the files this sink is configured for, and its
 // metadata, and checks that every file of f.Names exists and every derived file
 // matches the material.

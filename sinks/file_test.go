@@ -843,6 +843,54 @@ func TestCurrentErrors(t *testing.T) {
 	}
 }
 
+// TestPresent: Present sees every removal or rename that leaves a name of Names without
+// a file (the visible link, ..data, the generation or a file in it, Dir itself), and
+// nothing else: a complete sink, even one whose contents are wrong, is present.
+func TestPresent(t *testing.T) {
+	ca := newCA(t, "present CA")
+	tests := []struct {
+		name    string
+		tamper  func(t *testing.T, dir, gen string)
+		missing string // a path the error names; "" for present
+		dirGone bool   // the error wraps fs.ErrNotExist (Dir gone)
+	}{
+		{name: "complete", tamper: func(*testing.T, string, string) {}},
+		{name: "contents changed", tamper: func(t *testing.T, dir, gen string) { replace(t, filepath.Join(gen, "cert.pem"), []byte("x")) }},
+		{name: "link removed", tamper: func(t *testing.T, dir, gen string) { must(t, os.Remove(filepath.Join(dir, "cert.pem"))) }, missing: "cert.pem"},
+		{name: "link renamed", tamper: func(t *testing.T, dir, gen string) {
+			must(t, os.Rename(filepath.Join(dir, "key.pem"), filepath.Join(dir, "key.old")))
+		}, missing: "key.pem"},
+		{name: "file in generation removed", tamper: func(t *testing.T, dir, gen string) { must(t, os.Remove(filepath.Join(gen, "ca.pem"))) }, missing: "ca.pem"},
+		{name: "..data removed", tamper: func(t *testing.T, dir, gen string) { must(t, os.Remove(filepath.Join(dir, "..data"))) }, missing: "key.pem"},
+		{name: "generation removed", tamper: func(t *testing.T, dir, gen string) { must(t, os.RemoveAll(gen)) }, missing: "key.pem"},
+		{name: "directory removed", tamper: func(t *testing.T, dir, gen string) { must(t, os.RemoveAll(dir)) }, dirGone: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := sinkDir(t)
+			f := newSink(t, opts(dir))
+			b := ca.ecBundle(t)
+			mustWrite(t, f, b, true)
+			tt.tamper(t, dir, filepath.Join(dir, dataTarget(t, dir)))
+			err := f.Present(b)
+			switch {
+			case tt.dirGone:
+				if !errors.Is(err, fs.ErrNotExist) {
+					t.Fatalf("Present = %v, want ErrNotExist", err)
+				}
+			case tt.missing == "":
+				if err != nil {
+					t.Fatalf("Present = %v, want nil", err)
+				}
+			default:
+				if !errors.Is(err, bundle.ErrInvalid) || !strings.Contains(err.Error(), filepath.Join(dir, tt.missing)+" is missing") {
+					t.Fatalf("Present = %v, want ErrInvalid naming %s", err, tt.missing)
+				}
+			}
+		})
+	}
+}
+
 func replace(t *testing.T, path string, data []byte) {
 	t.Helper()
 	must(t, os.WriteFile(path, data, 0o600))
