@@ -186,6 +186,8 @@ func (p *Provider) downloadLink(ctx context.Context) (*url.URL, error) {
 		return nil, fmt.Errorf("geminidb: building the %s request: %w", CallDownloadLink, err)
 	}
 	req.Header.Set("Accept", "application/json")
+	// cloud-apis.md §6.1 lists it, and Huawei's SDK sends it even on a GET without a body.
+	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", wire.UserAgent())
 	resp, err := p.api.Do(req)
 	if err != nil {

@@ -173,6 +173,33 @@ func TestDownloadCarriesNoCredentials(t *testing.T) {
 	}
 }
 
+// TestAPIRequestHeaders: ListSslCertDownloadAddresses goes out with the headers
+// cloud-apis.md §6.1 lists (Content-Type: application/json, as Huawei's SDK sends it,
+// though the GET has no body), with either kind of credentials.
+func TestAPIRequestHeaders(t *testing.T) {
+	e := startEmulator(t)
+	for name, api := range map[string]*http.Client{"password": passwordClient(t, e), "aksk": akskClient(t, e)} {
+		if _, err := fetch(t, newProvider(t, e, api, nil)); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		var last *emulator.Request
+		for _, r := range e.Requests() {
+			if strings.HasSuffix(r.Path, "/ssl-cert/download-link") {
+				last = &r
+			}
+		}
+		if last == nil {
+			t.Fatalf("%s: no ListSslCertDownloadAddresses request", name)
+		}
+		if got := last.Header.Get("Content-Type"); got != "application/json" {
+			t.Errorf("%s: Content-Type = %q, want application/json", name, got)
+		}
+		if got := last.Header.Get("Accept"); got != "application/json" {
+			t.Errorf("%s: Accept = %q, want application/json", name, got)
+		}
+	}
+}
+
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
