@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -587,6 +588,41 @@ func TestURLs(t *testing.T) {
 		}
 		if wire := req.URL.RequestURI(); !strings.HasSuffix(tc.want, wire) {
 			t.Errorf("on the wire %s, want the escaped form", wire)
+		}
+	}
+}
+
+// judged is a cause that says itself whether a retry can help (as gcpauth's
+// ImpersonationError does).
+type judged bool
+
+func (j judged) Error() string   { return "judged" }
+func (j judged) Retryable() bool { return bool(j) }
+
+// TestLoginTokenErrorRetryable: a login token failure is retried unless its cause is
+// permanent: a refusal from IAM Credentials or the token endpoint (spec §5), wrapped at
+// any depth.
+func TestLoginTokenErrorRetryable(t *testing.T) {
+	retrieve := func(code int) error {
+		return &oauth2.RetrieveError{Response: &http.Response{StatusCode: code}}
+	}
+	tests := []struct {
+		name  string
+		cause error
+		want  bool
+	}{
+		{"plain error", errors.New("connection refused"), true},
+		{"cause says permanent", judged(false), false},
+		{"cause says retryable", judged(true), true},
+		{"wrapped permanent cause", fmt.Errorf("getting a token: %w", judged(false)), false},
+		{"token endpoint 400", retrieve(http.StatusBadRequest), false},
+		{"token endpoint 503", retrieve(http.StatusServiceUnavailable), true},
+		{"token endpoint 429", retrieve(http.StatusTooManyRequests), true},
+	}
+	for _, tt := range tests {
+		e := &LoginTokenError{Target: "p/i", Err: tt.cause}
+		if got := e.Retryable(); got != tt.want {
+			t.Errorf("%s: Retryable = %v, want %v", tt.name, got, tt.want)
 		}
 	}
 }

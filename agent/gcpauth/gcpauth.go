@@ -28,6 +28,7 @@ import (
 	"strings"
 	"time"
 
+	"cloud.google.com/go/compute/metadata"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/google"
 
@@ -332,11 +333,25 @@ type annotatedSource struct {
 
 func (s *annotatedSource) Token() (*oauth2.Token, error) {
 	t, err := s.src.Token()
-	if err != nil {
+	var nd metadata.NotDefinedError
+	switch {
+	case errors.As(err, &nd):
+		// 404 from the metadata server: the VM has no service account attached.
+		return nil, &permanentError{fmt.Errorf("%s: %w (the VM has no service account attached: attach one, or set credentials_file or token_file)", s.prefix, err)}
+	case err != nil:
 		return nil, fmt.Errorf("%s: %w", s.prefix, err)
 	}
 	return t, nil
 }
+
+// permanentError is a credentials failure that no retry can help until the
+// configuration (of the agent or of the VM) changes.
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string             { return e.err.Error() }
+func (e *permanentError) Unwrap() error             { return e.err }
+func (e *permanentError) Retryable() bool           { return false }
+func (e *permanentError) RetryAfter() time.Duration { return 0 }
 
 // authTransport adds the Authorization and quota project headers.
 type authTransport struct {

@@ -24,6 +24,8 @@ import (
 
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/google"
+
+	"github.com/dbcert-agent/dbcert-agent/agent/gapi"
 )
 
 // Secret values the fakes hand out or accept. No error may contain them.
@@ -650,6 +652,7 @@ func TestErrors(t *testing.T) {
 		name    string
 		setup   func(t *testing.T) Options
 		atToken bool     // the error surfaces from Token, not from TokenSource
+		perm    bool     // with atToken: an API call through the client fails permanently
 		want    []string // substrings of the error
 		is      error
 		check   func(t *testing.T, before, after fakeStats)
@@ -731,6 +734,7 @@ func TestErrors(t *testing.T) {
 				return Options{CredentialsFile: writeFile(t, "user.json", j)}
 			},
 			atToken: true,
+			perm:    true,
 			want:    []string{"invalid_grant"},
 		},
 		{
@@ -768,6 +772,7 @@ func TestErrors(t *testing.T) {
 				}
 			},
 			atToken: true,
+			perm:    true,
 			want:    []string{deniedSA, "403", "PERMISSION_DENIED", "serviceAccountTokenCreator"},
 		},
 		{
@@ -780,7 +785,23 @@ func TestErrors(t *testing.T) {
 				}
 			},
 			atToken: true,
+			perm:    true,
 			want:    []string{"nobody@test-proj.iam.gserviceaccount.com", "404"},
+		},
+		{
+			name: "VM without a service account",
+			setup: func(t *testing.T) Options {
+				md := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					w.Header().Set("Metadata-Flavor", "Google")
+					http.NotFound(w, r) // what the metadata server answers then
+				}))
+				t.Cleanup(md.Close)
+				t.Setenv("GCE_METADATA_HOST", strings.TrimPrefix(md.URL, "http://"))
+				return Options{}
+			},
+			atToken: true,
+			perm:    true,
+			want:    []string{"metadata server", "no service account attached", "credentials_file"},
 		},
 		{
 			name: "impersonation source fails",
@@ -835,6 +856,17 @@ func TestErrors(t *testing.T) {
 				} else {
 					all = append(all, cerr.Error())
 				}
+				// And an API call says whether a retry can help (spec §5: a refusal is
+				// permanent; a file that may appear later is not).
+				c, cerr := NewClient(context.Background(), o)
+				if cerr != nil {
+					t.Fatal(cerr)
+				}
+				aerr := gapi.Do(context.Background(), c, gapi.Request{Method: http.MethodGet, URL: fake.srv.URL + "/api/echo", Call: "echo"}, nil)
+				var r interface{ Retryable() bool }
+				if !errors.As(aerr, &r) || r.Retryable() == tt.perm {
+					t.Errorf("API call error %v: retryable = %v, want %v", aerr, r != nil && r.Retryable(), !tt.perm)
+				}
 			}
 			if err == nil {
 				t.Fatal("no error")
@@ -867,11 +899,11 @@ func TestErrors(t *testing.T) {
 	})
 }
 
-func TestImpersonationErrorTemporary(t *testing.T) {
-	for code, want := range map[int]bool{400: false, 403: false, 404: false, 429: true, 500: true, 503: true} {
+func TestImpersonationErrorRetryable(t *testing.T) {
+	for code, want := range map[int]bool{400: false, 401: false, 403: false, 404: false, 408: true, 429: true, 500: true, 503: true} {
 		e := &ImpersonationError{StatusCode: code}
-		if e.Temporary() != want {
-			t.Errorf("%d: Temporary = %v", code, !want)
+		if e.Retryable() != want {
+			t.Errorf("%d: Retryable = %v", code, !want)
 		}
 	}
 }

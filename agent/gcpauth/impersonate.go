@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/dbcert-agent/dbcert-agent/agent/apierr"
 	"github.com/dbcert-agent/dbcert-agent/agent/wire"
 )
 
@@ -111,7 +112,9 @@ func (s *impersonatingSource) Token() (*oauth2.Token, error) {
 		return nil, fmt.Errorf("impersonating service account %s: generateAccessToken: reading response (HTTP %s): %w", s.sa, resp.Status, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, &ImpersonationError{ServiceAccount: s.sa, StatusCode: resp.StatusCode, Status: resp.Status, Message: errorMessage(b)}
+		ie := &ImpersonationError{ServiceAccount: s.sa, StatusCode: resp.StatusCode, Status: resp.Status, Message: errorMessage(b)}
+		ie.retryAfter, _ = apierr.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+		return nil, ie
 	}
 	var r generateAccessTokenResponse
 	if err := json.Unmarshal(b, &r); err != nil {
@@ -133,6 +136,7 @@ type ImpersonationError struct {
 	StatusCode     int    // HTTP status code
 	Status         string // HTTP status line text, e.g. "403 Forbidden"
 	Message        string // Google's error message, or the start of the body
+	retryAfter     time.Duration
 }
 
 func (e *ImpersonationError) Error() string {
@@ -152,10 +156,13 @@ func (e *ImpersonationError) Error() string {
 	return fmt.Sprintf("impersonating service account %s: generateAccessToken returned HTTP %s%s%s", e.ServiceAccount, e.Status, msg, hint)
 }
 
-// Temporary reports whether retrying may help (429 and 5xx).
-func (e *ImpersonationError) Temporary() bool {
-	return e.StatusCode == http.StatusTooManyRequests || e.StatusCode >= 500
-}
+// Retryable reports whether retrying may help: 429, 408 and 5xx. A refusal (403: the
+// caller may not impersonate the account; 404: no such account; 400; 401: the source
+// credentials were rejected) is permanent until the configuration changes.
+func (e *ImpersonationError) Retryable() bool { return apierr.RetryableStatus(e.StatusCode) }
+
+// RetryAfter is the wait IAM Credentials asked for (Retry-After), 0 when it gave none.
+func (e *ImpersonationError) RetryAfter() time.Duration { return e.retryAfter }
 
 // errorMessage extracts "STATUS: message" from a Google error body, or the
 // first line of a non-JSON body, at most 300 bytes.
