@@ -117,6 +117,7 @@ type fileAlloyDB struct {
 
 type fileHuaweiCredentials struct {
 	Region        string         `hcl:"region,optional"`
+	RegionRange   hcl.Range      `hcl:"region,attr_value_range"`
 	IAMEndpoint   string         `hcl:"iam_endpoint,optional"`
 	TokenFile     string         `hcl:"token_file,optional"`
 	UserName      string         `hcl:"user_name,optional"`

@@ -24,6 +24,7 @@ import (
 	"github.com/robfig/cron/v3"
 
 	"github.com/dbcert-agent/dbcert-agent/agent/hook"
+	"github.com/dbcert-agent/dbcert-agent/agent/huaweiauth"
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/convert"
 )
@@ -227,6 +228,8 @@ func (l *loader) agent(blocks []fileAgent) Agent {
 	if b.Listen != "" {
 		if _, port, err := net.SplitHostPort(b.Listen); err != nil || port == "" {
 			l.add(errAt(b.ListenRange, "Invalid listen address", fmt.Sprintf("listen must be host:port, such as \"127.0.0.1:9464\"; got %q.", b.Listen)))
+		} else if _, err := net.LookupPort("tcp", port); err != nil { // /etc/services only
+			l.add(errAt(b.ListenRange, "Invalid listen port", fmt.Sprintf("The port of listen must be a number from 0 to 65535 (or a service name); got %q.", port)))
 		}
 		a.Listen = b.Listen
 	}
@@ -341,8 +344,11 @@ func (l *loader) huaweiCredentials(b fileLabelled2) {
 		l.add(errAt(b.DefRange, "More than one authentication method",
 			fmt.Sprintf("credentials \"huaweicloud\" %q sets %s; keep exactly one.", b.Name, strings.Join(methods, " and "))))
 	}
-	if c.Region == "" && c.IAMEndpoint == "" {
+	switch {
+	case c.Region == "" && c.IAMEndpoint == "":
 		l.add(errAt(b.DefRange, "Missing region", "Set region (such as \"cn-north-4\"); it picks the IAM and GeminiDB endpoints."))
+	case c.Region != "" && !huaweiauth.ValidRegion(c.Region):
+		l.add(errAt(f.RegionRange, "Invalid region", fmt.Sprintf("region must be a region id such as \"cn-north-4\" (lower-case letters and digits joined by '-'); got %q.", c.Region)))
 	}
 	l.huawei[b.Name] = c
 }
@@ -431,11 +437,7 @@ func (l *loader) instance(b fileLabelled2, sinkDirs map[string]hcl.Range) *Insta
 	}
 	l.renewal(&in.Renewal, common)
 	if common.Schedule != "" {
-		s, err := cron.ParseStandard(common.Schedule)
-		if err != nil {
-			l.add(errAt(common.ScheduleRange, "Invalid schedule",
-				fmt.Sprintf("%v. Use 5 cron fields (\"0 3 * * *\"), a descriptor (\"@daily\", \"@every 6h\"), optionally after CRON_TZ=Area/City.", err)))
-		} else {
+		if s, ok := l.schedule(common.Schedule, common.ScheduleRange); ok {
 			in.Schedule = &Schedule{Spec: common.Schedule, Schedule: s}
 		}
 	}
@@ -447,9 +449,9 @@ func (l *loader) instance(b fileLabelled2, sinkDirs map[string]hcl.Range) *Insta
 			if (s.Token || s.PGPassUser != "") && !l.loginTokensOK(in, sb.DefRange) {
 				continue
 			}
-			if in.Connection != nil && unsafeText(s.Dir) {
+			if in.Connection != nil && (unsafeText(s.Dir) || strings.ContainsAny(s.Dir, quoteChars)) {
 				l.add(errAt(sb.DefRange, "Directory unusable in connection files",
-					fmt.Sprintf("The sink's dir %q holds a control character (such as a newline), so the connection files cannot name its files safely; rename the directory.", s.Dir)))
+					fmt.Sprintf("The sink's dir %q holds a control character (such as a newline) or a quote, so the connection files cannot name its files safely (connection.env cannot hold a single quote, my.cnf a double quote); use another directory.", s.Dir)))
 				continue
 			}
 			in.Sinks = append(in.Sinks, s)
@@ -487,9 +489,16 @@ func (l *loader) connection(in *Instance, blocks []fileConnection, typed any) *C
 		rng  hcl.Range
 		name string
 	}{{f.User, f.UserRange, "user"}, {f.DBName, f.DBNameRange, "dbname"}, {f.Host, f.HostRange, "host"}, {f.Instance, f.InstanceRange, "instance"}} {
-		if unsafeText(v.val) {
+		switch {
+		case unsafeText(v.val):
 			l.add(errAt(v.rng, "Unsafe "+v.name,
 				fmt.Sprintf("connection %s holds a control character (such as a newline, carriage return or NUL), which cannot be written safely into pg_service.conf, connection.env or my.cnf.", v.name)))
+		case strings.ContainsAny(v.val, quoteChars):
+			l.add(errAt(v.rng, "Unsafe "+v.name,
+				fmt.Sprintf("connection %s %q holds a quote, which cannot be written safely: connection.env cannot hold a single quote, my.cnf a double quote.", v.name, v.val)))
+		case strings.TrimSpace(v.val) != v.val:
+			l.add(errAt(v.rng, "Unsafe "+v.name,
+				fmt.Sprintf("connection %s %q starts or ends with white space, which pg_service.conf cannot keep; remove it.", v.name, v.val)))
 		}
 	}
 	if f.Host != "" && strings.TrimSpace(f.Host) != f.Host || strings.ContainsAny(f.Host, " /") {
@@ -537,6 +546,11 @@ func (l *loader) connection(in *Instance, blocks []fileConnection, typed any) *C
 
 // unsafeText reports whether s holds an ASCII control character (newline, carriage
 // return, NUL, ...) or DEL, which no connection file format can carry safely.
+// quoteChars cannot be written into every connection file: connection.env quotes
+// values in single quotes and my.cnf in double quotes, and neither has an escape that
+// all of its readers share.
+const quoteChars = `'"`
+
 func unsafeText(s string) bool {
 	return strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f })
 }
@@ -768,12 +782,35 @@ func (l *loader) endpoint(raw string, rng hcl.Range) (string, bool) {
 // IsLoopbackHost reports whether host is localhost or a loopback IP address.
 func IsLoopbackHost(host string) bool { return wire.IsLoopbackHost(host) }
 
+// schedule parses an instance's schedule: cron fields or a descriptor. It refuses one
+// that never fires (such as "0 0 30 2 *") and an "@every" that is not positive (the
+// cron library would take "@every -5m" as every second).
+func (l *loader) schedule(spec string, rng hcl.Range) (cron.Schedule, bool) {
+	s, err := cron.ParseStandard(spec)
+	if err != nil {
+		l.add(errAt(rng, "Invalid schedule",
+			fmt.Sprintf("%v. Use 5 cron fields (\"0 3 * * *\"), a descriptor (\"@daily\", \"@every 6h\"), optionally after CRON_TZ=Area/City.", err)))
+		return nil, false
+	}
+	if every, ok := strings.CutPrefix(strings.TrimSpace(spec), "@every "); ok {
+		if d, err := time.ParseDuration(strings.TrimSpace(every)); err != nil || d <= 0 {
+			l.add(errAt(rng, "Invalid schedule", fmt.Sprintf("@every needs a positive duration, such as \"@every 6h\"; got %q.", spec)))
+			return nil, false
+		}
+	}
+	if s.Next(time.Now()).IsZero() {
+		l.add(errAt(rng, "Schedule never fires", fmt.Sprintf("%q matches no time in the next five years (a day that does not exist in its month?); fix the fields.", spec)))
+		return nil, false
+	}
+	return s, true
+}
+
 func (l *loader) renewal(r *Renewal, c fileInstanceCommon) {
 	r.BeforeFraction = DefaultRenewFraction
 	if v := c.RenewBefore; v != "" {
 		if pct, ok := strings.CutSuffix(v, "%"); ok {
 			f, err := strconv.ParseFloat(strings.TrimSpace(pct), 64)
-			if err != nil || f <= 0 || f >= 100 {
+			if err != nil || !(f > 0 && f < 100) { // NaN is neither
 				l.add(errAt(c.RenewBeforeRange, "Invalid renew_before", fmt.Sprintf("A percentage must be above 0%% and below 100%%; got %q.", v)))
 			}
 			r.BeforeFraction = f / 100
@@ -811,6 +848,9 @@ func (l *loader) sink(b fileLabelled1, dirs map[string]hcl.Range) (FileSink, boo
 	before := len(l.diags)
 	l.nonEmpty(f.Dir, f.DirRange, "dir", "the directory this sink owns")
 	s.Dir = filepath.Clean(l.path(f.Dir))
+	if s.Dir == "/" {
+		l.add(errAt(f.DirRange, "Invalid dir", "dir must not be the root directory: the sink owns its directory (it locks it and prunes old generations in it); use a directory of its own."))
+	}
 	if prev, dup := dirs[s.Dir]; dup && f.Dir != "" {
 		l.add(errAt(f.DirRange, "Directory used twice", fmt.Sprintf("%s is already the dir of the sink at %s; each sink needs a directory of its own.", s.Dir, prev)))
 	}

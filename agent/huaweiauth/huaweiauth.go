@@ -115,6 +115,11 @@ func (o Options) Method() (string, error) {
 
 var regionRE = regexp.MustCompile(`^[a-z0-9]+(-[a-z0-9]+)*$`)
 
+// ValidRegion reports whether region has the form of a Huawei Cloud region id
+// ("cn-north-4"): lower-case letters and digits joined by single dashes. Endpoint host
+// names are made from it.
+func ValidRegion(region string) bool { return regionRE.MatchString(region) }
+
 // NewTransport returns a RoundTripper that authenticates every request by the method
 // o selects. It checks o and reads no files yet; file and IAM errors surface from
 // RoundTrip, wrapped by http.Client in a *url.Error, with Retryable and RetryAfter.

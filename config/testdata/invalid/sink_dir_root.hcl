@@ -1,0 +1,5 @@
+instance "cloudsql" "orders" {
+  project  = "my-proj"
+  instance = "orders-pg"
+  sink "file" { dir = "/" }
+}
