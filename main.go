@@ -302,7 +302,9 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	if cfg.Agent.Listen != "" {
 		addr, done, err := metrics.Serve(runCtx, cfg.Agent.Listen, metrics.Handler(reg, a.Ready))
 		if err != nil {
-			return &configError{fmt.Errorf("listen %s: %w", cfg.Agent.Listen, err)}
+			// The address was validated: a port in use or an address not (yet) on
+			// this host is a run-time failure (exit 1), which systemd retries.
+			return fmt.Errorf("listen %s: %w", cfg.Agent.Listen, err)
 		}
 		log.Info("serving /metrics, /livez and /readyz", "addr", addr)
 		aux.Add(1)

@@ -628,6 +628,25 @@ func TestRunRotatesUnderPsqlLoad(t *testing.T) {
 	}
 }
 
+// TestRunListenInUse: a listen address that is busy is a run-time failure (exit 1,
+// which the unit's Restart=on-failure retries), not a configuration error (exit 2,
+// which RestartPreventExitStatus= never retries).
+func TestRunListenInUse(t *testing.T) {
+	e := newEnv(t, emulator.Options{})
+	cfg := e.config(e.instanceBlock("orders", filepath.Join(e.dir, "out"), "pem", filepath.Join(e.dir, "hook")))
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	src, _ := os.ReadFile(cfg)
+	os.WriteFile(cfg, []byte(strings.Replace(string(src), "agent {", fmt.Sprintf("agent {\n  listen = %q", busy.Addr().String()), 1)), 0o644)
+	r := runAgent(t, "run", "-config", cfg)
+	if r.code != 1 || !strings.Contains(r.stderr, "listen "+busy.Addr().String()) || !strings.Contains(r.stderr, "address already in use") {
+		t.Fatalf("run with a busy listen address: exit %d, want 1 naming the address\nstderr:\n%s", r.code, r.stderr)
+	}
+}
+
 // TestRunSystemdAndMetrics: `run` under a fake NOTIFY_SOCKET sends READY=1 only once
 // the files exist, RELOADING=1 then READY=1 on SIGHUP, STOPPING=1 on SIGTERM, and serves
 // /metrics, /livez and /readyz on listen.
