@@ -77,7 +77,9 @@ func (h *heartbeat) stuck(now time.Time) (step string, over time.Duration, ok bo
 	return h.step, now.Sub(h.deadline), true
 }
 
-// hookLimit is how long the hooks of in may take together, plus the margin.
+// hookLimit is how long the hooks of in may take together, plus the margin: an exec
+// hook its timeout and what a run may take past it (a command that ignores SIGTERM
+// gets SIGKILL 5 s later).
 func (in *Instance) hookLimit() time.Duration {
 	t := in.HookTimeout
 	if t <= 0 {
@@ -85,13 +87,13 @@ func (in *Instance) hookLimit() time.Duration {
 		case in.Spec != nil:
 			for _, h := range in.Spec.Hooks {
 				if h.Exec != nil {
-					t += execTimeoutOrDefault(h.Exec.Timeout)
+					t += execTimeoutOrDefault(h.Exec.Timeout) + hook.MaxExecOverrun
 				} else {
 					t += signalHookAllowance
 				}
 			}
 		default:
-			t = time.Duration(len(in.Hooks)) * hook.DefaultExecTimeout
+			t = time.Duration(len(in.Hooks)) * (hook.DefaultExecTimeout + hook.MaxExecOverrun)
 		}
 	}
 	return t + stallMargin(t)

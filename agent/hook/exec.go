@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -13,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -22,8 +24,14 @@ const (
 	DefaultExecTimeout = 30 * time.Second
 	// DefaultMaxOutput caps the captured output of an exec hook.
 	DefaultMaxOutput = 64 << 10
-	// defaultKillGrace is the time between SIGTERM and SIGKILL on timeout.
+	// defaultKillGrace is the time between SIGTERM and SIGKILL on timeout, and how
+	// long processes a hook started may hold its output after it exited.
 	defaultKillGrace = 5 * time.Second
+	// drainAfterKill bounds the wait for the output of a hook killed on timeout.
+	drainAfterKill = time.Second
+	// MaxExecOverrun is how much longer than its timeout one exec hook run may take:
+	// the kill grace, and the wait for the output of what was killed.
+	MaxExecOverrun = defaultKillGrace + drainAfterKill
 	// tailSize is how much of the end of the output is kept for errors.
 	tailSize = 1 << 10
 	// maxLastLine caps the output line quoted in errors.
@@ -226,34 +234,75 @@ func (h *Exec) String() string {
 // DBCERT_DIR, DBCERT_CERT_FILE, DBCERT_KEY_FILE, DBCERT_CA_FILE and
 // DBCERT_NOT_AFTER (RFC 3339, UTC; empty when unknown) — nothing else of the
 // agent's environment, so secrets given to the agent never reach a hook. Stdin
-// is /dev/null,
-// in a new process group. The captured output is logged (never the
+// is /dev/null, in a new process group. The captured output is logged (never the
 // environment). A non-zero exit is an error naming the command, the exit
 // status and the last output line; on timeout (or cancellation of ctx) the
-// process group is terminated, then killed, and the error says so.
+// process group is terminated, then killed, and the error says so. The hook ends
+// when its command exits: processes it started that still hold its output 5 s
+// later are killed with its process group (a warning says so); the exit status
+// decides the result.
 func (h *Exec) Run(ctx context.Context, ev Event) error {
 	rctx, cancel := context.WithTimeout(ctx, h.timeout)
 	defer cancel()
 
+	// The output pipe is ours, not exec's: Wait returns when the command exits,
+	// whoever else holds the pipe, and the reader below decides how long to wait
+	// for them.
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("hook %s could not be started: %w", h, err)
+	}
+	defer pr.Close()
 	out := &capture{max: h.maxOutput}
 	cmd := exec.CommandContext(rctx, h.path)
 	cmd.Args = slices.Clone(h.argv)
 	cmd.Env = append(slices.Clone(h.env), ev.env()...)
-	cmd.Stdout, cmd.Stderr = out, out
+	cmd.Stdout, cmd.Stderr = pw, pw
 	setProcAttr(cmd)
-	cmd.Cancel = func() error { return signalGroup(cmd, syscall.SIGTERM) }
+	var stopped atomic.Bool // the command was still running when rctx ended
+	cmd.Cancel = func() error {
+		stopped.Store(true)
+		return signalGroup(cmd, syscall.SIGTERM)
+	}
 	cmd.WaitDelay = h.grace
 
 	start := time.Now()
-	err := cmd.Run()
+	err = cmd.Start()
+	pw.Close() // the command's processes hold the only write ends now
+	if err != nil {
+		return fmt.Errorf("hook %s could not be started: %w", h, err)
+	}
+	copied := make(chan struct{})
+	go func() {
+		defer close(copied)
+		_, _ = io.Copy(out, pr) // ends at EOF, or when pr is closed below
+	}()
+	err = cmd.Wait()
 	elapsed := time.Since(start)
-	stopped := rctx.Err() != nil && cmd.Process != nil
-	if stopped {
+	if stopped.Load() {
 		// Whatever survived SIGTERM and the grace period (grandchildren
 		// included) dies now.
 		_ = signalGroup(cmd, syscall.SIGKILL)
 	}
+	lingered, drain := false, h.grace
+	if stopped.Load() {
+		drain = min(drain, drainAfterKill) // what held the output was just killed
+	}
+	select {
+	case <-copied:
+	case <-time.After(drain):
+		// Processes the command started still hold its output: the hook is over,
+		// so they go with its process group.
+		lingered = !stopped.Load()
+		_ = signalGroup(cmd, syscall.SIGKILL)
+		pr.Close()
+		<-copied
+	}
 	h.logOutput(ev, out)
+	if lingered {
+		h.logger.Warn("hook exited but processes it started still held its output; killed its process group",
+			"hook", h.String(), "instance", ev.Instance, "after", h.grace)
+	}
 
 	last := out.lastLine()
 	suffix := ""
@@ -261,16 +310,10 @@ func (h *Exec) Run(ctx context.Context, ev Event) error {
 		suffix = fmt.Sprintf(" (last output: %q)", last)
 	}
 	switch {
-	case stopped && ctx.Err() != nil:
+	case stopped.Load() && ctx.Err() != nil:
 		return fmt.Errorf("hook %s was stopped after %v: %w%s", h, elapsed.Round(time.Millisecond), ctx.Err(), suffix)
-	case stopped:
+	case stopped.Load():
 		return fmt.Errorf("hook %s was killed after the %v timeout: %w%s", h, h.timeout, context.DeadlineExceeded, suffix)
-	case errors.Is(err, exec.ErrWaitDelay):
-		// The command succeeded but something it started kept the output
-		// pipe open; we stopped reading after the grace period.
-		h.logger.Warn("hook exited but processes it started kept its output open; output capture stopped",
-			"hook", h.String(), "instance", ev.Instance)
-		return nil
 	case err != nil:
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {

@@ -286,6 +286,73 @@ func TestExecTimeoutKillsProcessGroup(t *testing.T) {
 	}
 }
 
+// readPID reads the pid a hook script wrote, and makes sure the process is gone at
+// clean-up whatever the test found.
+func readPID(t *testing.T, path string) int {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+	return pid
+}
+
+// TestExecLeftoverProcesses: a hook ends when its command exits, and its exit status
+// is the result, whatever the timeout. Processes it started that still hold its output
+// after the grace period are killed (they would otherwise outlive the hook and the
+// agent); one that let go of the output is left alone.
+func TestExecLeftoverProcesses(t *testing.T) {
+	tests := []struct {
+		name     string
+		script   string
+		timeout  time.Duration
+		wantErr  string // "" for success
+		killed   bool   // the background process is killed
+		lingered bool   // the warning is logged
+	}{
+		{"holds the output, long timeout", `( trap '' TERM; sleep 100 ) & echo $! > "$HOOK_TEST_PID"; echo hi; exit 0`, 30 * time.Second, "", true, true},
+		{"holds the output, timeout shorter than the grace", `( trap '' TERM; sleep 100 ) & echo $! > "$HOOK_TEST_PID"; echo hi; exit 0`, 300 * time.Millisecond, "", true, true},
+		{"holds the output, command fails", `sleep 100 & echo $! > "$HOOK_TEST_PID"; echo hi; exit 3`, 30 * time.Second, "exit status 3", true, true},
+		{"let go of the output", `sleep 100 >/dev/null 2>&1 & echo $! > "$HOOK_TEST_PID"; echo hi; exit 0`, 30 * time.Second, "", false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pidFile := filepath.Join(t.TempDir(), "pid")
+			h, rec := newShExec(t, tt.script, ExecOptions{Timeout: tt.timeout, Env: map[string]string{"HOOK_TEST_PID": pidFile}})
+			h.grace = 1 * time.Second
+			err := h.Run(context.Background(), testEvent)
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("Run = %v, want success (the command exited 0)", err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Fatalf("Run = %v, want %q", err, tt.wantErr)
+			}
+			pid := readPID(t, pidFile)
+			deadline := time.Now().Add(2 * time.Second)
+			for tt.killed && !gone(pid) {
+				if time.Now().After(deadline) {
+					t.Fatalf("process %d the hook left holding its output survived", pid)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if !tt.killed && gone(pid) {
+				t.Errorf("process %d, which let go of the output, was killed", pid)
+			}
+			if got := len(rec.attrs("hook exited but processes it started still held its output; killed its process group")); (got == 1) != tt.lingered {
+				t.Errorf("%d warnings about leftover processes, want lingered=%v\n%s", got, tt.lingered, rec.dump())
+			}
+			if out := rec.attrs("hook output"); len(out) != 1 || out[0]["output"].String() != "hi\n" {
+				t.Errorf("hook output records = %v, want one with %q", out, "hi\n")
+			}
+		})
+	}
+}
+
 func TestExecParentCanceled(t *testing.T) {
 	h, _ := newShExec(t, `sleep 100`, ExecOptions{Timeout: 10 * time.Second})
 	h.grace = 200 * time.Millisecond
