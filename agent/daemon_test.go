@@ -1173,3 +1173,47 @@ func TestRepairRestoresAgainThenFetches(t *testing.T) {
 		t.Errorf("gave up restoring %d times, want 1", n)
 	}
 }
+
+// TestOnceUsesTheWholeTimeout: `once` retries a retryable failure until -timeout is
+// nearly spent (spec §3: retried with backoff until -timeout runs out): when the next
+// backoff would pass it, one more attempt goes halfway through what is left, and it
+// gives up only when less than a second would be left for an attempt.
+func TestOnceUsesTheWholeTimeout(t *testing.T) {
+	var mu sync.Mutex
+	start := time.Now()
+	now := start
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	var tries []time.Duration
+	p := &fakeProvider{t: t, clock: clock, fail: retryableError{errors.New("503 from generateEphemeralCert: server error")}}
+	counted := providerFunc(func(ctx context.Context, key crypto.Signer) (*bundle.Bundle, error) {
+		tries = append(tries, clock().Sub(start))
+		return p.Fetch(ctx, key)
+	})
+	a := NewWithInstances([]*Instance{{Name: "a", Provider: counted, NeedsKey: true, Sinks: []Sink{&memSink{}}}}, Options{
+		Logger: slog.New(slog.DiscardHandler),
+		Now:    clock,
+		Rand:   func() float64 { return 0.999 }, // the longest backoffs: 1, 2, 4, 8, 16 s
+		Sleep: func(ctx context.Context, d time.Duration) error {
+			mu.Lock()
+			now = now.Add(d)
+			mu.Unlock()
+			return nil
+		},
+	})
+	err := a.Once(context.Background(), OnceOptions{Timeout: 20 * time.Second})
+	var re *RunError
+	if !errors.As(err, &re) || len(re.Failed) != 1 || !strings.Contains(re.Failed[0].Error(), "gave up") {
+		t.Fatalf("Once = %v, want it to give up", err)
+	}
+	last := tries[len(tries)-1]
+	if last < 18*time.Second || last > 20*time.Second {
+		t.Errorf("last attempt at %v of a 20s timeout (attempts at %v): want it within the last 2s", last, tries)
+	}
+}
+
+// providerFunc is a Provider made of a function.
+type providerFunc func(ctx context.Context, key crypto.Signer) (*bundle.Bundle, error)
+
+func (f providerFunc) Fetch(ctx context.Context, key crypto.Signer) (*bundle.Bundle, error) {
+	return f(ctx, key)
+}

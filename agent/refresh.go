@@ -88,6 +88,10 @@ func (in *Instance) nextDownload(b *bundle.Bundle, now time.Time) time.Time {
 	return next
 }
 
+// minLastAttempt is the least time a retry must have before the deadline of a fetch
+// (once's -timeout) for it to be worth making.
+const minLastAttempt = time.Second
+
 // fetch asks the provider for fresh, verified material, retrying what a retry can help
 // until ctx is done. prev is what is on disk (nil when nothing valid is), used to cap
 // the backoff at a quarter of its time left.
@@ -125,8 +129,16 @@ func (a *Agent) fetch(ctx context.Context, in *Instance, prev *bundle.Bundle, lo
 			left = prev.NotAfter().Sub(a.now())
 		}
 		wait := Backoff(attempt, a.rand(), left, after)
-		if dl, has := ctx.Deadline(); has && a.now().Add(wait).After(dl) {
-			return nil, fmt.Errorf("gave up (the time allowed runs out before the next retry): %w", err)
+		if dl, has := ctx.Deadline(); has {
+			if remaining := dl.Sub(a.now()); wait >= remaining {
+				// The backoff would pass the time allowed: try once more halfway
+				// through what is left (not sooner than the server asked), so the
+				// whole -timeout is used; give up when too little would be left.
+				wait = max(after, remaining/2)
+				if remaining-wait < minLastAttempt {
+					return nil, fmt.Errorf("gave up (the time allowed runs out before the next retry): %w", err)
+				}
+			}
 		}
 		log.Warn("refresh failed; will retry", "err", err, "retry_in", wait.Round(time.Millisecond), "attempt", attempt+1)
 		if serr := a.sleep(ctx, wait); serr != nil {
