@@ -266,6 +266,11 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	// SIGHUP means "reload" from the start: its default action would end the agent
+	// while it starts (ADC lookup, listen). One that arrives before Run reloads at once.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	path := config.ResolvePath(*flagPath)
 	firstKey := agent.StartFirstKey() // made while the config is parsed
 	cfg, log, err := loadConfig(path, stderr)
@@ -316,9 +321,6 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		}()
 	}
 
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	return a.Run(runCtx, agent.RunOptions{
 		APIRate:    cfg.Agent.APIRate,
 		ShareKeys:  cfg.Agent.ShareKeys,

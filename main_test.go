@@ -628,6 +628,77 @@ func TestRunRotatesUnderPsqlLoad(t *testing.T) {
 	}
 }
 
+// TestRunSIGHUPWhileStarting: a SIGHUP that arrives while `run` is still starting (here:
+// reading its config) does not end it (the default action of SIGHUP); the agent starts,
+// reloads, and keeps running.
+func TestRunSIGHUPWhileStarting(t *testing.T) {
+	e := newEnv(t, emulator.Options{})
+	out := filepath.Join(e.dir, "out")
+	cfg := e.config(e.instanceBlock("orders", out, "pem", filepath.Join(e.dir, "hook")))
+	src, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The config is first a FIFO: the agent blocks reading it, so the signal surely
+	// arrives during start-up.
+	fifo := filepath.Join(e.dir, "starting.hcl")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(binary, "run", "-config", fifo)
+	var logs lockedBuffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		cmd.Process.Kill()
+		if t.Failed() {
+			t.Logf("agent log:\n%s", logs.String())
+		}
+	}()
+	w, err := os.OpenFile(fifo, os.O_WRONLY, 0) // returns once the agent opened it
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	// Later reads (the reload) get a regular file with the same content.
+	regular := filepath.Join(e.dir, "agent.hcl.new")
+	if err := os.WriteFile(regular, src, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(regular, fifo); err != nil {
+		t.Fatal(err)
+	}
+	w.Write(src)
+	w.Close()
+	deadline := time.Now().Add(15 * time.Second)
+	for !strings.Contains(logs.String(), "files written") {
+		select {
+		case err := <-exited:
+			t.Fatalf("run ended during start-up after SIGHUP: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no files within 15s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("run exited with %v after SIGTERM, want 0", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("run did not exit within 15s of SIGTERM")
+	}
+}
+
 // TestRunListenInUse: a listen address that is busy is a run-time failure (exit 1,
 // which the unit's Restart=on-failure retries), not a configuration error (exit 2,
 // which RestartPreventExitStatus= never retries).
