@@ -1217,3 +1217,43 @@ type providerFunc func(ctx context.Context, key crypto.Signer) (*bundle.Bundle, 
 func (f providerFunc) Fetch(ctx context.Context, key crypto.Signer) (*bundle.Bundle, error) {
 	return f(ctx, key)
 }
+
+// ctxHook runs until released, and records whether its context ended first.
+type ctxHook struct {
+	started  chan struct{}
+	release  chan struct{}
+	canceled atomic.Bool
+}
+
+func (h *ctxHook) Run(ctx context.Context, _ hook.Event) error {
+	close(h.started)
+	select {
+	case <-ctx.Done():
+		h.canceled.Store(true)
+		return ctx.Err()
+	case <-h.release:
+		return nil
+	}
+}
+
+// TestOnceLetsRunningHooksFinish: a stop signal (ctx canceled) while `once` runs a hook
+// does not cut the hook short (its own timeout bounds it): the consumer it reloads is
+// not left half done, as with `run`.
+func TestOnceLetsRunningHooksFinish(t *testing.T) {
+	hk := &ctxHook{started: make(chan struct{}), release: make(chan struct{})}
+	a := NewWithInstances([]*Instance{{Name: "a", Provider: &fakeProvider{t: t, clock: time.Now, life: time.Hour}, NeedsKey: true,
+		Sinks: []Sink{&memSink{}}, Hooks: []Hook{hk}}}, Options{Logger: slog.New(slog.DiscardHandler)})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Once(ctx, OnceOptions{Timeout: time.Minute}) }()
+	<-hk.started
+	cancel() // SIGTERM
+	time.Sleep(50 * time.Millisecond)
+	close(hk.release)
+	if err := <-done; err != nil {
+		t.Errorf("Once = %v, want success (the hook finished)", err)
+	}
+	if hk.canceled.Load() {
+		t.Error("the stop signal cut the running hook short")
+	}
+}

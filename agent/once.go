@@ -140,7 +140,7 @@ func (a *Agent) selectInstances(names []string) ([]*Instance, error) {
 }
 
 // onceInstance refreshes one instance: skip when up to date, else fetch (bounded by
-// fetchCtx), then write and run hooks under ctx.
+// fetchCtx), then write and run hooks under ctx's values but not its cancellation.
 func (a *Agent) onceInstance(ctx, fetchCtx context.Context, in *Instance, force bool) error {
 	log := a.log.With("instance", in.Name)
 	now := a.now()
@@ -163,7 +163,8 @@ func (a *Agent) onceInstance(ctx, fetchCtx context.Context, in *Instance, force 
 	if err != nil {
 		return err
 	}
-	changed, err := a.store(ctx, in, b, cur, log)
+	// Writes and hooks are not cut short by a stop signal (a hook's timeout bounds it).
+	changed, err := a.store(context.WithoutCancel(ctx), in, b, cur, log)
 	if err != nil {
 		return err
 	}

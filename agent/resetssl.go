@@ -62,7 +62,8 @@ func (a *Agent) ResetSSL(ctx context.Context, name string, progress func(string)
 	if err != nil {
 		return fmt.Errorf("the SSL configuration was reset, but fetching new files failed: %w", err)
 	}
-	changed, err := a.store(ctx, in, b, prev, log)
+	// Writes and hooks are not cut short by a stop signal (a hook's timeout bounds it).
+	changed, err := a.store(context.WithoutCancel(ctx), in, b, prev, log)
 	if err != nil {
 		return err
 	}
