@@ -333,6 +333,10 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 			if err != nil {
 				return nil, err
 			}
+			if changed := cfg.Agent.Changed(c.Agent); len(changed) > 0 {
+				log.Warn("the agent block changed; it takes effect at the next restart (systemctl restart dbcert-agent), instances are reloaded now",
+					"changed", strings.Join(changed, ","))
+			}
 			return agent.Build(ctx, c, build)
 		},
 	})

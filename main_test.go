@@ -630,7 +630,7 @@ func TestRunRotatesUnderPsqlLoad(t *testing.T) {
 
 // TestRunSIGHUPWhileStarting: a SIGHUP that arrives while `run` is still starting (here:
 // reading its config) does not end it (the default action of SIGHUP); the agent starts,
-// reloads, and keeps running.
+// reloads, and keeps running. The reload reports the agent block change it cannot apply.
 func TestRunSIGHUPWhileStarting(t *testing.T) {
 	e := newEnv(t, emulator.Options{})
 	out := filepath.Join(e.dir, "out")
@@ -666,9 +666,10 @@ func TestRunSIGHUPWhileStarting(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	// Later reads (the reload) get a regular file with the same content.
+	// Later reads (the reload) get a regular file with the same instances and a changed
+	// agent block, which waits for a restart (the reload says so).
 	regular := filepath.Join(e.dir, "agent.hcl.new")
-	if err := os.WriteFile(regular, src, 0o644); err != nil {
+	if err := os.WriteFile(regular, []byte(strings.Replace(string(src), "agent {", "agent {\n  share_keys = true", 1)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Rename(regular, fifo); err != nil {
@@ -687,6 +688,15 @@ func TestRunSIGHUPWhileStarting(t *testing.T) {
 			t.Fatal("no files within 15s")
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	for !strings.Contains(logs.String(), "the agent block changed") {
+		if time.Now().After(deadline) {
+			t.Fatal("the reload of the SIGHUP sent during start-up did not happen, or did not report the agent block change")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(logs.String(), "changed=share_keys") {
+		t.Error("the reload does not name the agent attribute that waits for a restart")
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
 	select {

@@ -55,6 +55,27 @@ type Agent struct {
 	ShareKeys bool
 }
 
+// Changed names the attributes of the agent block whose values differ between a and b
+// (log_level, log_format, listen, api_rate, share_keys), in that order; nil when none.
+func (a Agent) Changed(b Agent) []string {
+	var out []string
+	for _, f := range []struct {
+		name string
+		diff bool
+	}{
+		{"log_level", a.LogLevel != b.LogLevel},
+		{"log_format", a.LogFormat != b.LogFormat},
+		{"listen", a.Listen != b.Listen},
+		{"api_rate", a.APIRate != b.APIRate},
+		{"share_keys", a.ShareKeys != b.ShareKeys},
+	} {
+		if f.diff {
+			out = append(out, f.name)
+		}
+	}
+	return out
+}
+
 // Rate is a number of requests per period ("180/m" = {N: 180, Per: time.Minute}).
 type Rate struct {
 	N   int

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -535,5 +536,27 @@ func TestHookEnv(t *testing.T) {
 	}
 	if e := cfg.Instances[0].Hooks[1].Exec.Env; e != nil {
 		t.Errorf("no env: %v", e)
+	}
+}
+
+func TestAgentChanged(t *testing.T) {
+	base := Agent{LogLevel: slog.LevelInfo, LogFormat: "text", Listen: "127.0.0.1:9464", APIRate: Rate{N: 180, Per: time.Minute}}
+	tests := []struct {
+		name   string
+		change func(a *Agent)
+		want   []string
+	}{
+		{"nothing", func(*Agent) {}, nil},
+		{"log level", func(a *Agent) { a.LogLevel = slog.LevelDebug }, []string{"log_level"}},
+		{"listen and format", func(a *Agent) { a.Listen = ""; a.LogFormat = "json" }, []string{"log_format", "listen"}},
+		{"api_rate", func(a *Agent) { a.APIRate = Rate{N: 180, Per: time.Second} }, []string{"api_rate"}},
+		{"share_keys", func(a *Agent) { a.ShareKeys = true }, []string{"share_keys"}},
+	}
+	for _, tt := range tests {
+		b := base
+		tt.change(&b)
+		if got := base.Changed(b); !slices.Equal(got, tt.want) {
+			t.Errorf("%s: Changed = %v, want %v", tt.name, got, tt.want)
+		}
 	}
 }
