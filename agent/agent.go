@@ -37,6 +37,7 @@ type Sink interface {
 
 // Hook tells a consumer that an instance's files changed.
 type Hook interface {
+	// Run's error names the hook ("hook exec /usr/bin/systemctl failed: ...").
 	Run(ctx context.Context, ev hook.Event) error
 }
 

@@ -93,9 +93,8 @@ func (b *builder) instance(ci *config.Instance) (*Instance, error) {
 			}
 		}
 	}
-	hlog := b.log.With("instance", ci.Name)
 	for _, ch := range ci.Hooks {
-		h, err := newHook(ch, hlog)
+		h, err := newHook(ch, b.log) // its records name the event's instance themselves
 		if err != nil {
 			return nil, err
 		}
@@ -126,7 +125,7 @@ func (b *builder) instance(ci *config.Instance) (*Instance, error) {
 			opts.Connection, opts.IPType = true, cn.IPType
 			opts.NeedHost = opts.NeedHost || cn.Host == ""
 		}
-		opts.Logger = hlog
+		opts.Logger = b.log.With("instance", ci.Name)
 		if c.IAMAuthn || wantToken {
 			if opts.LoginToken, err = b.loginTokens(c.Credentials); err != nil {
 				in.Err = err

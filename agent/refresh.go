@@ -227,7 +227,7 @@ func (a *Agent) runHooks(ctx context.Context, in *Instance, ev hook.Event, log *
 	for _, h := range in.Hooks {
 		if err := h.Run(ctx, ev); err != nil {
 			a.obs.HookRan(in.Name, false)
-			errs = append(errs, fmt.Errorf("hook %v: %w", h, err))
+			errs = append(errs, err) // a hook's error names the hook
 			continue
 		}
 		a.obs.HookRan(in.Name, true)
