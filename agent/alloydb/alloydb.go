@@ -251,7 +251,7 @@ func (p *Provider) Fetch(ctx context.Context, key crypto.Signer) (*bundle.Bundle
 	if err != nil {
 		return nil, fmt.Errorf("alloydb %s: %w", p.target, err)
 	}
-	id, err := p.requestID(key.Public())
+	id, repeat, err := p.requestID(key.Public())
 	if err != nil {
 		return nil, fmt.Errorf("alloydb %s: %w", p.target, err)
 	}
@@ -288,14 +288,14 @@ func (p *Provider) Fetch(ctx context.Context, key crypto.Signer) (*bundle.Bundle
 			p.pending = &pendingRequest{id: id, pub: key.Public()}
 			p.mu.Unlock()
 		}
-		return nil, explain(err)
+		return nil, repeated(explain(err), repeat)
 	}
 	if infoErr != nil {
 		return nil, explainInfo(infoErr)
 	}
 	b, err := p.assemble(key, resp)
 	if err != nil {
-		return nil, err
+		return nil, repeated(err, repeat)
 	}
 	b.Engine = Engine
 	if p.infoURL != "" {
@@ -349,18 +349,41 @@ func publicKeyPEM(key crypto.Signer) ([]byte, error) {
 	return bundle.PublicKeyPEM(key, "PUBLIC KEY")
 }
 
-// requestID returns the pending requestId when it was made for pub, else a fresh one.
-// Either way the pending request is taken: only one Fetch retries it.
-func (p *Provider) requestID(pub crypto.PublicKey) (string, error) {
+// requestID returns the pending requestId when it was made for pub (repeat is true),
+// else a fresh one. Either way the pending request is taken: only one Fetch retries it.
+func (p *Provider) requestID(pub crypto.PublicKey) (id string, repeat bool, err error) {
 	p.mu.Lock()
 	prev := p.pending
 	p.pending = nil
 	p.mu.Unlock()
 	if prev != nil && bundle.PublicKeysEqual(prev.pub, pub) {
-		return prev.id, nil
+		return prev.id, true, nil
 	}
-	return newUUID()
+	id, err = newUUID()
+	return id, false, err
 }
+
+// repeated marks a permanent failure of a request that repeated an earlier requestId
+// as retryable: how the API answers a repeat is not documented (reference §4.1 says only
+// that it deduplicates), so a refusal (409, say) or an empty answer may be about the
+// repeat, not the request. The next Fetch sends a new requestId, so this happens once.
+func repeated(err error, repeat bool) error {
+	if !repeat || outcomeUnknown(err) {
+		return err
+	}
+	return &RepeatError{Err: err}
+}
+
+// RepeatError is a permanent failure of a request that repeated the requestId of an
+// earlier one whose outcome was unknown; it is retryable, with a new requestId.
+type RepeatError struct{ Err error }
+
+func (e *RepeatError) Error() string {
+	return e.Err.Error() + " (the request repeated the requestId of an unanswered one; the next attempt sends a new one)"
+}
+func (e *RepeatError) Unwrap() error             { return e.Err }
+func (e *RepeatError) Retryable() bool           { return true }
+func (e *RepeatError) RetryAfter() time.Duration { return 0 }
 
 // newUUID returns a random (version 4, RFC 9562) UUID.
 func newUUID() (string, error) {

@@ -629,6 +629,46 @@ func TestFetchCertForAnotherKey(t *testing.T) {
 	}
 }
 
+// TestRepeatRefused: a permanent answer to a request that repeated the requestId of an
+// unanswered one (409, an empty 200, ...) may be about the repeat (reference §4.1 does
+// not say how the API answers one), so it is retryable, and the next request, with a new
+// requestId, is judged on its own.
+func TestRepeatRefused(t *testing.T) {
+	const m = "generateClientCertificate"
+	for _, refusal := range []emulator.Fault{
+		{Match: m, Status: 409, Body: `{"error":{"code":409,"message":"request already exists","status":"ALREADY_EXISTS"}}`},
+		{Match: m, Body: `{}`},
+	} {
+		e := newEnv(t, emulator.Options{})
+		p := e.provider(t, Options{})
+		e.emu.Inject(emulator.Fault{Match: m, Status: 503, Times: 1})
+		if _, err := fetch(t, p, keyOnce()); err == nil {
+			t.Fatal("the 503 was not returned")
+		}
+		refusal.Times = 1
+		e.emu.Inject(refusal)
+		_, err := fetch(t, p, keyOnce())
+		var re *RepeatError
+		r, ok := err.(interface{ Retryable() bool })
+		if !errors.As(err, &re) || !ok || !r.Retryable() || !strings.Contains(err.Error(), "repeated the requestId") {
+			t.Fatalf("refused repeat: %v, want a retryable RepeatError", err)
+		}
+		// Judged on its own: the same refusal to a fresh requestId is permanent.
+		refusal.Times = 1
+		e.emu.Inject(refusal)
+		_, err = fetch(t, p, keyOnce())
+		if r, ok := err.(interface{ Retryable() bool }); !ok || r.Retryable() || errors.As(err, &re) {
+			t.Fatalf("refusal of a fresh request: %v, want permanent", err)
+		}
+		if ids := requestIDs(e); len(ids) != 3 || ids[0] != ids[1] || ids[1] == ids[2] {
+			t.Errorf("requestIds %v: want the first repeated once, then a new one", ids)
+		}
+		if _, err := fetch(t, p, keyOnce()); err != nil {
+			t.Fatalf("after the refusals: %v", err)
+		}
+	}
+}
+
 func TestFetchErrors(t *testing.T) {
 	e := newEnv(t, emulator.Options{})
 	p := e.provider(t, Options{})
@@ -679,7 +719,9 @@ func TestFetchErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			e.emu.ClearFaults()
 			e.emu.Inject(tc.fault)
-			_, err := fetch(t, p, keyOnce())
+			// A provider of its own: each case is a first request (a request that
+			// repeats an unanswered one is judged differently: TestRepeatRefused).
+			_, err := fetch(t, e.provider(t, Options{}), keyOnce())
 			checkErr(t, err, tc.retryable, tc.retryAfter, tc.want)
 		})
 	}
