@@ -497,7 +497,7 @@ func TestLostResponseNotIssuedTwice(t *testing.T) {
 	t.Cleanup(srv.Close)
 	p := e.provider(t, Options{Endpoint: srv.URL})
 	_, err := fetch(t, p, keyOnce())
-	checkErr(t, err, true, 0, "502 from generateClientCertificate for "+target+": server error; retrying")
+	checkErr(t, err, true, 0, "502 from generateClientCertificate for "+target+": server error (retryable)")
 	b, err := fetch(t, p, keyOnce())
 	if err != nil {
 		t.Fatal(err)
@@ -693,15 +693,15 @@ func TestFetchErrors(t *testing.T) {
 		{"404 AlloyDB body", emulator.Fault{Match: m, Status: 404, Body: emulator.AlloyDBErrorBody(404)}, false, 0,
 			"404 NOT_FOUND" + pre + "check project, location and cluster (Resource was not found.)"},
 		{"429 Retry-After", emulator.Fault{Match: m, Status: 429, RetryAfter: "7", Body: emulator.AlloyDBErrorBody(429)}, true, 7 * time.Second,
-			"429 RATE_LIMIT_EXCEEDED" + pre + "quota exceeded; retrying later (Quota exceeded"},
+			"429 RATE_LIMIT_EXCEEDED" + pre + "quota exceeded (retryable) (Quota exceeded"},
 		{"429 RetryInfo", emulator.Fault{Match: m, Status: 429, Body: retryInfo}, true, 2500 * time.Millisecond,
-			"429 RESOURCE_EXHAUSTED" + pre + "quota exceeded; retrying later (slow down)"},
+			"429 RESOURCE_EXHAUSTED" + pre + "quota exceeded (retryable) (slow down)"},
 		{"503 AlloyDB body", emulator.Fault{Match: m, Status: 503, RetryAfter: "3", Body: emulator.AlloyDBErrorBody(503)}, true, 3 * time.Second,
-			"503 UNAVAILABLE" + pre + "server error; retrying (The service is currently unavailable.)"},
+			"503 UNAVAILABLE" + pre + "server error (retryable) (The service is currently unavailable.)"},
 		{"503 default body", emulator.Fault{Match: m, Status: 503}, true, 0,
-			"503 backendError" + pre + "server error; retrying"},
+			"503 backendError" + pre + "server error (retryable)"},
 		{"500 garbage", emulator.Fault{Match: m, Status: 500, Garbage: true}, true, 0,
-			"500" + pre + "server error; retrying (non-JSON body)"},
+			"500" + pre + "server error (retryable) (non-JSON body)"},
 		{"400", emulator.Fault{Match: m, Status: 400, Body: emulator.AlloyDBErrorBody(400)}, false, 0,
 			"400 INVALID_ARGUMENT" + pre + "the API rejected the request as invalid"},
 		{"401 from the API", emulator.Fault{Match: m, Status: 401, Body: emulator.AlloyDBErrorBody(401)}, false, 0,

@@ -302,12 +302,12 @@ func TestFetchErrors(t *testing.T) {
 		want       string        // substring of Error()
 	}{
 		{"503 retry-after seconds", emulator.Fault{Match: "generateEphemeralCert", Status: 503, RetryAfter: "7"}, true, 7 * time.Second,
-			"503 backendError from generateEphemeralCert for my-proj/orders-pg: server error; retrying (The service is currently unavailable.)"},
+			"503 backendError from generateEphemeralCert for my-proj/orders-pg: server error (retryable) (The service is currently unavailable.)"},
 		{"429 retry-after date", emulator.Fault{Match: "generateEphemeralCert", Status: 429,
 			RetryAfter: time.Now().Add(31 * time.Second).UTC().Format(http.TimeFormat)}, true, -1,
-			"429 rateLimitExceeded from generateEphemeralCert for my-proj/orders-pg: quota exceeded; retrying later (Quota exceeded"},
+			"429 rateLimitExceeded from generateEphemeralCert for my-proj/orders-pg: quota exceeded (retryable) (Quota exceeded"},
 		{"429 RetryInfo", emulator.Fault{Match: "generateEphemeralCert", Status: 429, Body: retryInfo}, true, 2500 * time.Millisecond,
-			"429 RESOURCE_EXHAUSTED from generateEphemeralCert for my-proj/orders-pg: quota exceeded; retrying later (slow down)"},
+			"429 RESOURCE_EXHAUSTED from generateEphemeralCert for my-proj/orders-pg: quota exceeded (retryable) (slow down)"},
 		{"403 notAuthorized", emulator.Fault{Match: "generateEphemeralCert", Status: 403}, false, 0,
 			"403 notAuthorized from generateEphemeralCert for my-proj/orders-pg: the credentials lack cloudsql.instances.connect or the instance name is wrong (The client is not authorized to make this request.)"},
 		{"404 connectSettings", emulator.Fault{Match: "connectSettings", Status: 404}, false, 0,
@@ -318,10 +318,10 @@ func TestFetchErrors(t *testing.T) {
 			"401 authError from connectSettings for my-proj/orders-pg: the credentials were rejected; check credentials_file/token_file"},
 		{"408", emulator.Fault{Match: "connectSettings", Status: 408}, true, 0, "408 from connectSettings"},
 		{"500 garbage", emulator.Fault{Match: "generateEphemeralCert", Status: 500, Garbage: true}, true, 0,
-			"500 from generateEphemeralCert for my-proj/orders-pg: server error; retrying (non-JSON body)"},
+			"500 from generateEphemeralCert for my-proj/orders-pg: server error (retryable) (non-JSON body)"},
 		{"502 array-wrapped", emulator.Fault{Match: "connectSettings", Status: 502,
 			Body: `[{"error":{"message":"upstream","status":"UNAVAILABLE"}}]`}, true, 0,
-			"502 UNAVAILABLE from connectSettings for my-proj/orders-pg: server error; retrying (upstream)"},
+			"502 UNAVAILABLE from connectSettings for my-proj/orders-pg: server error (retryable) (upstream)"},
 		{"200 garbage", emulator.Fault{Match: "generateEphemeralCert", Garbage: true}, false, 0,
 			"200 from generateEphemeralCert for my-proj/orders-pg: the response is not valid JSON"},
 		{"200 over 1 MiB", emulator.Fault{Match: "connectSettings", Body: `{"kind":"` + strings.Repeat("x", 1<<20) + `"}`}, false, 0,
@@ -450,7 +450,7 @@ func TestFetchTokenEndpointErrors(t *testing.T) {
 
 	e.emu.Inject(emulator.Fault{Match: "POST /token", Status: 503, RetryAfter: "3"})
 	_, err = fetch(t, e.provider(t, Options{}), keyOnce())
-	checkErr(t, err, true, 3*time.Second, "503 temporarily_unavailable from generateEphemeralCert (access token request) for my-proj/orders-pg: the token endpoint failed; retrying")
+	checkErr(t, err, true, 3*time.Second, "503 temporarily_unavailable from generateEphemeralCert (access token request) for my-proj/orders-pg: the token endpoint failed (retryable)")
 }
 
 func TestFetchInsufficientScope(t *testing.T) {

@@ -69,7 +69,7 @@ func (e *NetError) Error() string {
 	case e.permanent:
 		return fmt.Sprintf("%s failed: %v", s, e.Err)
 	}
-	return fmt.Sprintf("%s failed: %v; retrying", s, e.Err)
+	return fmt.Sprintf("%s failed: %v (retryable)", s, e.Err)
 }
 
 // Unwrap returns the cause.
@@ -206,7 +206,7 @@ func tokenError(req Request, re *oauth2.RetrieveError) *Error {
 	}
 	e.Hint = "the token endpoint rejected the credentials; check credentials_file/token_file"
 	if e.Retryable() {
-		e.Hint = "the token endpoint failed; retrying"
+		e.Hint = "the token endpoint failed (retryable)"
 	}
 	return e
 }

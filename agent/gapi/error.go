@@ -256,11 +256,11 @@ func DefaultHint(e *Error, permission string) string {
 	case c == http.StatusNotFound:
 		return "check project and instance names"
 	case c == http.StatusTooManyRequests:
-		return "quota exceeded; retrying later"
+		return "quota exceeded (retryable)"
 	case c == http.StatusRequestTimeout:
-		return "the request timed out; retrying"
+		return "the request timed out (retryable)"
 	case c >= 500:
-		return "server error; retrying"
+		return "server error (retryable)"
 	case c == http.StatusConflict:
 		return "another operation is in progress or the resource changed; try again later"
 	case c == http.StatusBadRequest:

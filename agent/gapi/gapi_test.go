@@ -107,8 +107,8 @@ func TestErrorSentenceAndHints(t *testing.T) {
 		{mk(403, "accessNotConfigured", "SERVICE_DISABLED", ""), "403 accessNotConfigured from generateEphemeralCert for my-proj/orders-pg: the API is not enabled in the project; enable it", false},
 		{mk(401, "authError", "", ""), "401 authError from generateEphemeralCert for my-proj/orders-pg: the credentials were rejected; check credentials_file/token_file", false},
 		{mk(404, "notFound", "", ""), "404 notFound from generateEphemeralCert for my-proj/orders-pg: check project and instance names", false},
-		{mk(429, "rateLimitExceeded", "", ""), "429 rateLimitExceeded from generateEphemeralCert for my-proj/orders-pg: quota exceeded; retrying later", true},
-		{mk(503, "", "", "non-JSON body"), "503 from generateEphemeralCert for my-proj/orders-pg: server error; retrying (non-JSON body)", true},
+		{mk(429, "rateLimitExceeded", "", ""), "429 rateLimitExceeded from generateEphemeralCert for my-proj/orders-pg: quota exceeded (retryable)", true},
+		{mk(503, "", "", "non-JSON body"), "503 from generateEphemeralCert for my-proj/orders-pg: server error (retryable) (non-JSON body)", true},
 		{mk(418, "", "", ""), "418 from generateEphemeralCert for my-proj/orders-pg: unexpected response", false},
 		{&Error{Code: 403, Call: "x"}, "403 from x: unexpected response", false},
 	}
@@ -179,7 +179,7 @@ func TestDo(t *testing.T) {
 	}
 	err = Do(ctx, srv.Client(), Request{Method: "GET", URL: srv.URL + "/bad", Call: "c", Target: "t"}, &out)
 	if !errors.As(err, &ge) || !ge.Retryable() || ge.RetryAfter() != 5*time.Second ||
-		err.Error() != "503 UNAVAILABLE from c for t: server error; retrying (down)" {
+		err.Error() != "503 UNAVAILABLE from c for t: server error (retryable) (down)" {
 		t.Errorf("503: %v", err)
 	}
 }
@@ -199,11 +199,11 @@ func TestDoNetErrors(t *testing.T) {
 	err := Do(context.Background(), &http.Client{Transport: failingTransport{errors.New("connection reset by peer")}}, req, nil)
 	var ne *NetError
 	if !errors.As(err, &ne) || !ne.Retryable() ||
-		err.Error() != "calling connectSettings for p/i at 127.0.0.1:1 failed: connection reset by peer; retrying" {
+		err.Error() != "calling connectSettings for p/i at 127.0.0.1:1 failed: connection reset by peer (retryable)" {
 		t.Errorf("reset: %v", err)
 	}
 	err = Do(context.Background(), &http.Client{Transport: failingTransport{permanentErr{}}}, req, nil)
-	if !errors.As(err, &ne) || ne.Retryable() || strings.Contains(err.Error(), "retrying") {
+	if !errors.As(err, &ne) || ne.Retryable() || strings.Contains(err.Error(), "retryable") {
 		t.Errorf("permanent cause: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

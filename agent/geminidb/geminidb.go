@@ -339,9 +339,9 @@ func apiHint(e *huaweiauth.Error) string {
 	case c == http.StatusBadRequest:
 		return "the API rejected the request; check instance_id"
 	case c == http.StatusTooManyRequests:
-		return "rate limited; retrying later"
+		return "rate limited (retryable)"
 	case c >= 500 || c == http.StatusRequestTimeout:
-		return "server error; retrying"
+		return "server error (retryable)"
 	}
 	return ""
 }
@@ -355,7 +355,7 @@ func downloadHint(e *huaweiauth.Error) string {
 	case c == http.StatusBadRequest:
 		return "the storage host rejected the request"
 	case apierr.RetryableStatus(c):
-		return "storage error; retrying"
+		return "storage error (retryable)"
 	}
 	return ""
 }

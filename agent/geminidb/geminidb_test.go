@@ -258,7 +258,7 @@ func TestAPIErrors(t *testing.T) {
 			"400 DBS.200001 from ssl-cert/download-link for " + target + ": Parameter error.; the API rejected the request", false, 0},
 		{"throttled", emulator.Fault{Status: 429, RetryAfter: "5", Body: `{"error_code":"APIGW.0308","error_msg":"The throttling threshold has been reached"}`},
 			"429 APIGW.0308", true, 5 * time.Second},
-		{"server", emulator.Fault{Status: 503, Garbage: true}, "503 from ssl-cert/download-link for " + target + ": non-JSON body; server error; retrying", true, 0},
+		{"server", emulator.Fault{Status: 503, Garbage: true}, "503 from ssl-cert/download-link for " + target + ": non-JSON body; server error (retryable)", true, 0},
 		{"not json 200", emulator.Fault{Status: 200, Garbage: true}, "200 from ssl-cert/download-link for " + target + ": the response is not the expected JSON", false, 0},
 		{"no certs", emulator.Fault{Status: 200, Body: `{"certs":[]}`}, "lists no certificate download link; check that SSL is enabled", false, 0},
 		{"bad link", emulator.Fault{Status: 200, Body: `{"certs":[{"category":"international","download_link":"http://obs.example.com/ca.crt"}]}`}, "use https://", false, 0},

@@ -269,7 +269,7 @@ func (e *NetError) Error() string {
 	if e.canceled {
 		return fmt.Sprintf("%s was canceled: %v", s, e.Err)
 	}
-	return fmt.Sprintf("%s failed: %v; retrying", s, e.Err)
+	return fmt.Sprintf("%s failed: %v (retryable)", s, e.Err)
 }
 
 // Unwrap returns the cause.

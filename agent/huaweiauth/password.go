@@ -273,7 +273,7 @@ func (s *passwordSource) hint(e *Error) string {
 		}
 		return "IAM rejected the request; check domain_name and region " + s.projectName + " (the project the token is scoped to)"
 	case apierr.RetryableStatus(c):
-		return "IAM is unavailable; retrying"
+		return "IAM is unavailable (retryable)"
 	}
 	return ""
 }
