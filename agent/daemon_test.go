@@ -1257,3 +1257,36 @@ func TestOnceLetsRunningHooksFinish(t *testing.T) {
 		t.Error("the stop signal cut the running hook short")
 	}
 }
+
+// waitErr is a retryable error whose server asked for a wait (Retry-After).
+type waitErr time.Duration
+
+func (w waitErr) Error() string             { return "429 from generateEphemeralCert: quota exceeded (retryable)" }
+func (w waitErr) Retryable() bool           { return true }
+func (w waitErr) RetryAfter() time.Duration { return time.Duration(w) }
+
+// TestOnceGivesUpWhenRetryAfterLeavesNoTime: when the wait the server asks for leaves
+// under a second of -timeout, `once` gives up at once instead of waiting for an attempt
+// that cannot finish (and, for AlloyDB, might be issued but never used).
+func TestOnceGivesUpWhenRetryAfterLeavesNoTime(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	p := &fakeProvider{t: t, clock: clock, fail: waitErr(19500 * time.Millisecond)}
+	a := NewWithInstances([]*Instance{{Name: "a", Provider: p, NeedsKey: true, Sinks: []Sink{&memSink{}}}}, Options{
+		Logger: slog.New(slog.DiscardHandler),
+		Now:    clock,
+		Sleep: func(ctx context.Context, d time.Duration) error {
+			mu.Lock()
+			now = now.Add(d)
+			mu.Unlock()
+			return nil
+		},
+	})
+	if err := a.Once(context.Background(), OnceOptions{Timeout: 20 * time.Second}); err == nil {
+		t.Fatal("Once succeeded")
+	}
+	if n := p.count(); n != 1 {
+		t.Errorf("%d attempts, want 1 (a Retry-After of 19.5s leaves no time in a 20s timeout)", n)
+	}
+}

@@ -130,14 +130,15 @@ func (a *Agent) fetch(ctx context.Context, in *Instance, prev *bundle.Bundle, lo
 		}
 		wait := Backoff(attempt, a.rand(), left, after)
 		if dl, has := ctx.Deadline(); has {
-			if remaining := dl.Sub(a.now()); wait >= remaining {
+			remaining := dl.Sub(a.now())
+			if wait >= remaining {
 				// The backoff would pass the time allowed: try once more halfway
 				// through what is left (not sooner than the server asked), so the
-				// whole -timeout is used; give up when too little would be left.
+				// whole -timeout is used.
 				wait = max(after, remaining/2)
-				if remaining-wait < minLastAttempt {
-					return nil, fmt.Errorf("gave up (the time allowed runs out before the next retry): %w", err)
-				}
+			}
+			if remaining-wait < minLastAttempt { // too little left for an attempt
+				return nil, fmt.Errorf("gave up (the time allowed runs out before the next retry): %w", err)
 			}
 		}
 		log.Warn("refresh failed; will retry", "err", err, "retry_in", wait.Round(time.Millisecond), "attempt", attempt+1)
@@ -182,9 +183,13 @@ func (a *Agent) fetchWith(ctx context.Context, in *Instance, key crypto.Signer) 
 }
 
 // store writes b to every sink and, when anything changed, runs the hooks (see write
-// and notify). prev is the previous material, used to name the event.
+// and notify). prev is the previous material, used to name the event. The writes may
+// take writeAllowance at most (a sink lock held by a stuck process must not hold the
+// caller forever: once and reset-ssl pass a ctx that a stop signal does not end).
 func (a *Agent) store(ctx context.Context, in *Instance, b, prev *bundle.Bundle, log *slog.Logger) (changed bool, err error) {
-	changed, err = a.write(ctx, in, b)
+	wctx, cancel := context.WithTimeout(ctx, writeAllowance)
+	changed, err = a.write(wctx, in, b)
+	cancel()
 	if err != nil || !changed {
 		return changed, err
 	}

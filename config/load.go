@@ -496,7 +496,7 @@ func (l *loader) connection(in *Instance, blocks []fileConnection, typed any) *C
 		case strings.ContainsAny(v.val, quoteChars):
 			l.add(errAt(v.rng, "Unsafe "+v.name,
 				fmt.Sprintf("connection %s %q holds a quote, which cannot be written safely: connection.env cannot hold a single quote, my.cnf a double quote.", v.name, v.val)))
-		case strings.TrimSpace(v.val) != v.val:
+		case strings.TrimSpace(v.val) != v.val && v.name != "host": // host: "Invalid host" below
 			l.add(errAt(v.rng, "Unsafe "+v.name,
 				fmt.Sprintf("connection %s %q starts or ends with white space, which pg_service.conf cannot keep; remove it.", v.name, v.val)))
 		}
@@ -792,7 +792,13 @@ func (l *loader) schedule(spec string, rng hcl.Range) (cron.Schedule, bool) {
 			fmt.Sprintf("%v. Use 5 cron fields (\"0 3 * * *\"), a descriptor (\"@daily\", \"@every 6h\"), optionally after CRON_TZ=Area/City.", err)))
 		return nil, false
 	}
-	if every, ok := strings.CutPrefix(strings.TrimSpace(spec), "@every "); ok {
+	// The cron library reads a TZ= or CRON_TZ= prefix first, then the descriptor.
+	rest := strings.TrimSpace(spec)
+	if strings.HasPrefix(rest, "TZ=") || strings.HasPrefix(rest, "CRON_TZ=") {
+		_, rest, _ = strings.Cut(rest, " ")
+		rest = strings.TrimSpace(rest)
+	}
+	if every, ok := strings.CutPrefix(rest, "@every "); ok {
 		if d, err := time.ParseDuration(strings.TrimSpace(every)); err != nil || d <= 0 {
 			l.add(errAt(rng, "Invalid schedule", fmt.Sprintf("@every needs a positive duration, such as \"@every 6h\"; got %q.", spec)))
 			return nil, false

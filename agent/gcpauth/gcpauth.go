@@ -337,7 +337,7 @@ func (s *annotatedSource) Token() (*oauth2.Token, error) {
 	switch {
 	case errors.As(err, &nd):
 		// 404 from the metadata server: the VM has no service account attached.
-		return nil, &permanentError{fmt.Errorf("%s: %w (the VM has no service account attached: attach one, or set credentials_file or token_file)", s.prefix, err)}
+		return nil, &permanentError{fmt.Errorf("%s: %w (the VM has no service account attached, or on GKE the pod's Kubernetes service account is not bound to one with Workload Identity: attach or bind one, or set credentials_file or token_file)", s.prefix, err)}
 	case err != nil:
 		return nil, fmt.Errorf("%s: %w", s.prefix, err)
 	}

@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -965,5 +966,64 @@ func TestBaseTransportUsed(t *testing.T) {
 	want := []string{"/token", "/iam/v1/projects/-/serviceAccounts/" + targetSA + ":generateAccessToken", "/api/echo"}
 	if strings.Join(rt.paths, " ") != strings.Join(want, " ") {
 		t.Errorf("requests through Base = %q, want %q", rt.paths, want)
+	}
+}
+
+// TestImpersonationRefreshesARefusedSourceToken: a 401 from generateAccessToken means
+// the source token was refused (revoked before its expiry): the source is reset and the
+// call made once more with its new token; a refusal is final (permanent) only when the
+// refresh gives no new token (spec §5).
+func TestImpersonationRefreshesARefusedSourceToken(t *testing.T) {
+	var calls atomic.Int32
+	iam := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		if r.Header.Get("Authorization") == "Bearer ya29.revoked" {
+			w.WriteHeader(http.StatusUnauthorized)
+			io.WriteString(w, `{"error":{"code":401,"message":"Request had invalid authentication credentials.","status":"UNAUTHENTICATED"}}`)
+			return
+		}
+		fmt.Fprintf(w, `{"accessToken":"ya29.minted","expireTime":%q}`, time.Now().Add(time.Hour).UTC().Format(time.RFC3339))
+	}))
+	defer iam.Close()
+	for _, tt := range []struct {
+		name      string
+		sources   []string // what the source gives, build after build
+		wantCalls int32
+		wantOK    bool
+	}{
+		{"refused, then a fresh source token", []string{"ya29.revoked", "ya29.fresh"}, 2, true},
+		{"refused, and the refresh gives the same token", []string{"ya29.revoked", "ya29.revoked"}, 1, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			calls.Store(0)
+			n := 0
+			base, err := newResettable(func() (oauth2.TokenSource, error) {
+				tok := tt.sources[min(n, len(tt.sources)-1)]
+				n++
+				return oauth2.StaticTokenSource(&oauth2.Token{AccessToken: tok, Expiry: time.Now().Add(time.Hour)}), nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := context.WithValue(context.Background(), oauth2.HTTPClient, iam.Client())
+			ts, err := newImpersonatingSource(ctx, base, targetSA, iam.URL+"/", []string{CloudPlatformScope})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tok, err := ts.Token()
+			if tt.wantOK != (err == nil) {
+				t.Fatalf("Token = %v, %v", tok, err)
+			}
+			if !tt.wantOK {
+				var ie *ImpersonationError
+				if !errors.As(err, &ie) || ie.Retryable() {
+					t.Errorf("error %v: want a permanent ImpersonationError", err)
+				}
+			}
+			if got := calls.Load(); got != tt.wantCalls {
+				t.Errorf("%d generateAccessToken calls, want %d", got, tt.wantCalls)
+			}
+		})
 	}
 }

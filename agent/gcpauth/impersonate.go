@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -78,11 +79,28 @@ type googleError struct {
 	} `json:"error"`
 }
 
+// Token mints a token with the source token. A 401 means the source token was refused
+// (revoked, or expired before its time): the source is reset and, when that gives a
+// new token, the call is made once more, so a refusal is final only after a refresh
+// (spec §5).
 func (s *impersonatingSource) Token() (*oauth2.Token, error) {
 	src, err := s.base.Token()
 	if err != nil {
 		return nil, fmt.Errorf("impersonating service account %s: getting the source token: %w", s.sa, err)
 	}
+	tok, err := s.generate(src)
+	var ie *ImpersonationError
+	if r, ok := s.base.(resetter); ok && errors.As(err, &ie) && ie.StatusCode == http.StatusUnauthorized {
+		r.reset(src.AccessToken)
+		if fresh, ferr := s.base.Token(); ferr == nil && fresh.AccessToken != src.AccessToken {
+			return s.generate(fresh)
+		}
+	}
+	return tok, err
+}
+
+// generate makes one generateAccessToken call authenticated with src.
+func (s *impersonatingSource) generate(src *oauth2.Token) (*oauth2.Token, error) {
 	body, err := json.Marshal(generateAccessTokenRequest{Scope: s.scopes, Lifetime: impersonationLifetime})
 	if err != nil {
 		return nil, fmt.Errorf("impersonating service account %s: %w", s.sa, err)

@@ -30,8 +30,8 @@ const (
 	// drainAfterKill bounds the wait for the output of a hook killed on timeout.
 	drainAfterKill = time.Second
 	// MaxExecOverrun is how much longer than its timeout one exec hook run may take:
-	// the kill grace, and the wait for the output of what was killed.
-	MaxExecOverrun = defaultKillGrace + drainAfterKill
+	// the kill grace, and the waits for the output of what was killed.
+	MaxExecOverrun = defaultKillGrace + 2*drainAfterKill
 	// tailSize is how much of the end of the output is kept for errors.
 	tailSize = 1 << 10
 	// maxLastLine caps the output line quoted in errors.
@@ -290,17 +290,28 @@ func (h *Exec) Run(ctx context.Context, ev Event) error {
 	}
 	select {
 	case <-copied:
+	case <-ctx.Done():
 	case <-time.After(drain):
 		// Processes the command started still hold its output: the hook is over,
-		// so they go with its process group.
+		// so what is left of its process group goes.
 		lingered = !stopped.Load()
+	}
+	select {
+	case <-copied:
+	default:
 		_ = signalGroup(cmd, syscall.SIGKILL)
-		pr.Close()
-		<-copied
+		// Read what the killed processes wrote; a holder outside the group (it
+		// called setsid) keeps the pipe open, so the wait is bounded.
+		select {
+		case <-copied:
+		case <-time.After(drainAfterKill):
+			pr.Close()
+			<-copied
+		}
 	}
 	h.logOutput(ev, out)
 	if lingered {
-		h.logger.Warn("hook exited but processes it started still held its output; killed its process group",
+		h.logger.Warn("hook exited but processes it started still held its output; killed what was left of its process group and closed the output",
 			"hook", h.String(), "instance", ev.Instance, "after", h.grace)
 	}
 

@@ -343,13 +343,39 @@ func TestExecLeftoverProcesses(t *testing.T) {
 			if !tt.killed && gone(pid) {
 				t.Errorf("process %d, which let go of the output, was killed", pid)
 			}
-			if got := len(rec.attrs("hook exited but processes it started still held its output; killed its process group")); (got == 1) != tt.lingered {
+			if got := len(rec.attrs("hook exited but processes it started still held its output; killed what was left of its process group and closed the output")); (got == 1) != tt.lingered {
 				t.Errorf("%d warnings about leftover processes, want lingered=%v\n%s", got, tt.lingered, rec.dump())
 			}
 			if out := rec.attrs("hook output"); len(out) != 1 || out[0]["output"].String() != "hi\n" {
 				t.Errorf("hook output records = %v, want one with %q", out, "hi\n")
 			}
 		})
+	}
+}
+
+// TestExecCanceledWhileOutputHeld: a hook whose command exited, and whose leftover
+// processes hold its output, does not hold its caller past a cancellation: what is left
+// is killed at once.
+func TestExecCanceledWhileOutputHeld(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	h, _ := newShExec(t, `sleep 100 & echo $! > "$HOOK_TEST_PID"; exit 0`, ExecOptions{Timeout: time.Minute, Env: map[string]string{"HOOK_TEST_PID": pidFile}})
+	h.grace = time.Minute
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(300*time.Millisecond, cancel)
+	start := time.Now()
+	if err := h.Run(ctx, testEvent); err != nil {
+		t.Fatalf("Run = %v, want success (the command exited 0)", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("Run took %v after the cancellation, want it to return at once", d)
+	}
+	pid := readPID(t, pidFile)
+	deadline := time.Now().Add(2 * time.Second)
+	for !gone(pid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("leftover process %d survived the cancellation", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
