@@ -192,30 +192,14 @@ func TestRunKeepsConfigOnHostileReload(t *testing.T) {
 	e := newEnv(t, emulator.Options{})
 	out := filepath.Join(e.dir, "orders")
 	cfg := e.config(e.instanceBlock("orders", out, "pem", filepath.Join(e.dir, "hook")))
-	cmd := exec.Command(binary, "run", "-config", cfg)
-	var logs lockedBuffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		<-exited
-		if t.Failed() {
-			t.Logf("agent log:\n%.4000s", logs.String())
-		}
-	}()
+	agent := startRun(t, nil, "-config", cfg)
+	logs := &agent.logs
 	waitFor := func(what string, cond func() bool) {
 		t.Helper()
 		deadline := time.Now().Add(20 * time.Second)
 		for !cond() {
-			select {
-			case err := <-exited:
-				exited <- err
+			if err, ok := agent.exited(); ok {
 				t.Fatalf("the agent exited (%v) while waiting for %s", err, what)
-			default:
 			}
 			if time.Now().After(deadline) {
 				t.Fatalf("timed out waiting for %s", what)
@@ -244,11 +228,8 @@ func TestRunKeepsConfigOnHostileReload(t *testing.T) {
 	if l := logs.String(); strings.Contains(l, "goroutine ") || len(l) > 256<<10 {
 		t.Errorf("the log is %d bytes or shows a crash", len(l))
 	}
-	select {
-	case err := <-exited:
-		exited <- err
+	if err, ok := agent.exited(); ok {
 		t.Fatalf("the agent exited: %v", err)
-	default:
 	}
 	if _, err := os.Stat(filepath.Join(out, "key.pem")); err != nil {
 		t.Errorf("the files are gone: %v", err)

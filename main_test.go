@@ -496,6 +496,74 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
+// runningAgent is `dbcert-agent run` started by a test, with its combined output in
+// logs. At clean-up it is killed if it still runs, and its log is printed when the test
+// failed.
+type runningAgent struct {
+	cmd  *exec.Cmd
+	logs lockedBuffer
+	done chan struct{} // closed when it has exited; err is then Wait's result
+	err  error
+}
+
+// startRun starts `run` with args, env added to the test's environment.
+func startRun(t *testing.T, env []string, args ...string) *runningAgent {
+	t.Helper()
+	r := &runningAgent{cmd: exec.Command(binary, append([]string{"run"}, args...)...), done: make(chan struct{})}
+	r.cmd.Env = append(os.Environ(), env...)
+	r.cmd.Stdout, r.cmd.Stderr = &r.logs, &r.logs
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { r.err = r.cmd.Wait(); close(r.done) }()
+	t.Cleanup(func() {
+		_ = r.cmd.Process.Kill() // ErrProcessDone once it exited
+		<-r.done
+		if t.Failed() {
+			t.Logf("agent log:\n%.20000s", r.logs.String())
+		}
+	})
+	return r
+}
+
+// exited reports whether the agent has exited, and how.
+func (r *runningAgent) exited() (err error, ok bool) {
+	select {
+	case <-r.done:
+		return r.err, true
+	default:
+		return nil, false
+	}
+}
+
+// signal sends sig to the agent.
+func (r *runningAgent) signal(t *testing.T, sig os.Signal) {
+	t.Helper()
+	if err := r.cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("signalling the agent: %v", err)
+	}
+}
+
+// wait waits up to 15 s for the agent to exit and wants exit status 0.
+func (r *runningAgent) wait(t *testing.T) {
+	t.Helper()
+	select {
+	case <-r.done:
+		if r.err != nil {
+			t.Errorf("run exited with %v, want 0", r.err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("run did not exit within 15s")
+	}
+}
+
+// stop sends SIGTERM and waits for exit status 0.
+func (r *runningAgent) stop(t *testing.T) {
+	t.Helper()
+	r.signal(t, syscall.SIGTERM)
+	r.wait(t)
+}
+
 // TestDev runs `dbcert-agent dev` and waits for files and a hook run to appear.
 func TestDev(t *testing.T) {
 	dir := t.TempDir()
@@ -550,23 +618,7 @@ func TestRunRotatesUnderPsqlLoad(t *testing.T) {
 	hooks := filepath.Join(e.dir, "hook")
 	cfg := e.config(e.instanceBlock("orders", out, "libpq", hooks))
 
-	cmd := exec.Command(binary, "run", "-config", cfg)
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("agent log:\n%s", logs.String())
-		}
-	}()
+	agent := startRun(t, nil, "-config", cfg)
 	conn := fmt.Sprintf("sslmode=verify-ca sslcert=%s sslkey=%s sslrootcert=%s",
 		filepath.Join(out, "postgresql.crt"), filepath.Join(out, "postgresql.key"), filepath.Join(out, "root.crt"))
 	deadline := time.Now().Add(10 * time.Second)
@@ -601,15 +653,7 @@ func TestRunRotatesUnderPsqlLoad(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Errorf("run exited with %v after SIGTERM, want 0", err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("run did not exit within 15s of SIGTERM")
-	}
+	agent.stop(t)
 	issued := e.emu.Issued()
 	t.Logf("psql connections ok=%d failed=%d (straddled a swap and retried: %d); certificates issued=%d", ok, failed, straddled, issued)
 	if straddled > issued {
@@ -645,27 +689,12 @@ func TestRunSIGHUPWhileStarting(t *testing.T) {
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(binary, "run", "-config", fifo)
-	var logs lockedBuffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() {
-		cmd.Process.Kill()
-		if t.Failed() {
-			t.Logf("agent log:\n%s", logs.String())
-		}
-	}()
+	agent := startRun(t, nil, "-config", fifo)
 	w, err := os.OpenFile(fifo, os.O_WRONLY, 0) // returns once the agent opened it
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
+	agent.signal(t, syscall.SIGHUP)
 	// Later reads (the reload) get a regular file with the same instances and a changed
 	// agent block, which waits for a restart (the reload says so).
 	regular := filepath.Join(e.dir, "agent.hcl.new")
@@ -678,35 +707,25 @@ func TestRunSIGHUPWhileStarting(t *testing.T) {
 	w.Write(src)
 	w.Close()
 	deadline := time.Now().Add(15 * time.Second)
-	for !strings.Contains(logs.String(), "files written") {
-		select {
-		case err := <-exited:
+	for !strings.Contains(agent.logs.String(), "files written") {
+		if err, ok := agent.exited(); ok {
 			t.Fatalf("run ended during start-up after SIGHUP: %v", err)
-		default:
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("no files within 15s")
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	for !strings.Contains(logs.String(), "the agent block changed") {
+	for !strings.Contains(agent.logs.String(), "the agent block changed") {
 		if time.Now().After(deadline) {
 			t.Fatal("the reload of the SIGHUP sent during start-up did not happen, or did not report the agent block change")
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if !strings.Contains(logs.String(), "changed=share_keys") {
+	if !strings.Contains(agent.logs.String(), "changed=share_keys") {
 		t.Error("the reload does not name the agent attribute that waits for a restart")
 	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Errorf("run exited with %v after SIGTERM, want 0", err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("run did not exit within 15s of SIGTERM")
-	}
+	agent.stop(t)
 }
 
 // TestRunListenInUse: a listen address that is busy is a run-time failure (exit 1,
@@ -782,20 +801,7 @@ func TestRunSystemdAndMetrics(t *testing.T) {
 		}
 	}
 
-	cmd := exec.Command(binary, "run", "-config", cfg)
-	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
-	var logs lockedBuffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("agent log:\n%s", logs.String())
-		}
-	}()
+	agent := startRun(t, []string{"NOTIFY_SOCKET=" + sock}, "-config", cfg)
 	if m := next("READY=1"); !m.filesNow {
 		t.Fatal("READY=1 arrived before the files existed")
 	}
@@ -818,14 +824,12 @@ func TestRunSystemdAndMetrics(t *testing.T) {
 	if got := httpGet(t, base+"/readyz", 200); !strings.Contains(got, `"ready"`) {
 		t.Errorf("/readyz = %s", got)
 	}
-	cmd.Process.Signal(syscall.SIGHUP)
+	agent.signal(t, syscall.SIGHUP)
 	next("RELOADING=1")
 	next("READY=1")
-	cmd.Process.Signal(syscall.SIGTERM)
+	agent.signal(t, syscall.SIGTERM)
 	next("STOPPING=1")
-	if err := cmd.Wait(); err != nil {
-		t.Errorf("run exited with %v after SIGTERM", err)
-	}
+	agent.wait(t)
 }
 
 func freePort(t *testing.T) int {
@@ -861,19 +865,8 @@ func TestRunReloadsChangedConfigFile(t *testing.T) {
 	ordersDir, billingDir := filepath.Join(e.dir, "orders"), filepath.Join(e.dir, "billing")
 	orders := e.instanceBlock("orders", ordersDir, "pem", filepath.Join(e.dir, "hook-orders"))
 	cfg := e.config(orders)
-	cmd := exec.Command(binary, "run", "-config", cfg)
-	var logs lockedBuffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("agent log:\n%s", logs.String())
-		}
-	}()
+	agent := startRun(t, nil, "-config", cfg)
+	logs := &agent.logs
 	waitFor := func(what string, cond func() bool) {
 		t.Helper()
 		deadline := time.Now().Add(15 * time.Second)
