@@ -21,11 +21,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/dbcert-agent/dbcert-agent/agent/emulator"
 	"github.com/dbcert-agent/dbcert-agent/agent/pgtest"
@@ -726,6 +729,77 @@ func TestRunSIGHUPWhileStarting(t *testing.T) {
 		t.Error("the reload does not name the agent attribute that waits for a restart")
 	}
 	agent.stop(t)
+}
+
+// unitEnvironment returns the Environment= assignments of the shipped systemd unit.
+func unitEnvironment(t *testing.T) []string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("packaging", "systemd", "dbcert-agent.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var env []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "Environment="); ok {
+			env = append(env, strings.Fields(v)...)
+		}
+	}
+	return env
+}
+
+// TestAbortIsRestarted: under the shipped unit's environment, the SIGABRT systemd sends
+// when the watchdog fires ends the agent by that signal, which Restart=on-failure
+// restarts; without it the Go runtime exits with status 2, the configuration-error
+// status that RestartPreventExitStatus=2 never restarts.
+func TestAbortIsRestarted(t *testing.T) {
+	env := unitEnvironment(t)
+	if !slices.Contains(env, "GOTRACEBACK=crash") {
+		t.Fatalf("the unit's environment %q does not set GOTRACEBACK=crash", env)
+	}
+	for _, tt := range []struct {
+		name     string
+		env      []string
+		signaled bool
+	}{
+		{"the unit's environment", env, true},
+		{"the Go default (why the unit sets it)", []string{"GOTRACEBACK=single"}, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, emulator.Options{})
+			out := filepath.Join(e.dir, "out")
+			cfg := e.config(e.instanceBlock("orders", out, "pem", filepath.Join(e.dir, "hook")))
+			agent := startRun(t, tt.env, "-config", cfg)
+			// No core file (as LimitCORE=0 in the unit).
+			if err := unix.Prlimit(agent.cmd.Process.Pid, unix.RLIMIT_CORE, &unix.Rlimit{}, nil); err != nil {
+				t.Fatal(err)
+			}
+			for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+				if _, err := os.Stat(filepath.Join(out, "key.pem")); err == nil {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("no files within 15s")
+				}
+			}
+			agent.signal(t, syscall.SIGABRT)
+			select {
+			case <-agent.done:
+			case <-time.After(15 * time.Second):
+				t.Fatal("the agent did not end after SIGABRT")
+			}
+			var ee *exec.ExitError
+			if !errors.As(agent.err, &ee) {
+				t.Fatalf("exit = %v", agent.err)
+			}
+			ws := ee.Sys().(syscall.WaitStatus)
+			if got := ws.Signaled() && ws.Signal() == syscall.SIGABRT; got != tt.signaled {
+				t.Errorf("ended by SIGABRT = %v (exit status %d), want %v", got, ws.ExitStatus(), tt.signaled)
+			}
+			if !tt.signaled && ws.ExitStatus() != 2 {
+				t.Errorf("exit status %d, want the Go runtime's 2", ws.ExitStatus())
+			}
+		})
+	}
 }
 
 // TestRunListenInUse: a listen address that is busy is a run-time failure (exit 1,

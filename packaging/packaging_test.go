@@ -162,8 +162,12 @@ func TestUnitHardening(t *testing.T) {
 			{"Service", "ExecReload", "/bin/kill -HUP $MAINPID"},
 			{"Service", "Restart", "on-failure"},
 			{"Service", "RestartPreventExitStatus", "2"},
+			// A crash or the watchdog's SIGABRT must not look like a config error
+			// (exit 2): TestAbortIsRestarted in the root package runs the binary so.
+			{"Service", "Environment", "GOTRACEBACK=crash"},
+			{"Service", "LimitCORE", "0"},
 			{"Service", "WatchdogSec", "60s"},
-			{"Service", "TimeoutStopSec", "45s"},
+			{"Service", "TimeoutStopSec", "2min"},
 			{"Service", "RuntimeDirectory", "dbcert-agent"},
 			{"Unit", "After", onceUnit},
 		}, sandbox...),
