@@ -2,7 +2,9 @@
 # Builds the dbcert-agent .deb and .rpm packages from a clean clone with only the Go
 # toolchain (nfpm is built from the Go module proxy; no dpkg or rpm tools needed).
 #
-#   bash packaging/build.sh [OUTDIR]                   (default OUTDIR: dist)
+#   bash packaging/build.sh [OUTDIR]                   (default OUTDIR: dist in the source tree;
+#                                                       a relative one is relative to the
+#                                                       current directory)
 #   bash packaging/build.sh image [OUTDIR]             the container image instead
 #
 # Writes OUTDIR/linux_<arch>/dbcert-agent (static, -trimpath) and
@@ -42,10 +44,19 @@ fi
 NFPM_MODULE=github.com/goreleaser/nfpm/v2/cmd/nfpm
 NFPM_VERSION=v2.45.0
 
+if [ $# -gt 1 ]; then
+	echo "usage: bash packaging/build.sh [image] [OUTDIR]" >&2
+	exit 2
+fi
+# A relative OUTDIR is relative to where the script was run from.
+out=${1:-}
+if [ -n "$out" ]; then
+	mkdir -p "$out"
+	out=$(cd "$out" && pwd)
+fi
 cd "$(dirname "$0")/.."
-out=${1:-dist}
+out=${out:-$PWD/dist}
 mkdir -p "$out"
-out=$(cd "$out" && pwd)
 
 in_git() { git rev-parse --verify -q HEAD >/dev/null 2>&1; }
 
