@@ -39,12 +39,17 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*Agent, error) {
 // BuildOptions tune Build. Zero values are defaults.
 type BuildOptions struct {
 	Logger    *slog.Logger      // receives hook output; default slog.Default()
-	Transport http.RoundTripper // base transport of API clients (e.g. Metrics.Transport); default http.DefaultTransport
+	Transport http.RoundTripper // base transport of API clients (e.g. Metrics.Transport); default gcpauth.DefaultTransport()
 }
 
 // Build makes the runtime instances of a configuration (see New).
 func Build(ctx context.Context, cfg *config.Config, o BuildOptions) ([]*Instance, error) {
-	b := &builder{ctx: ctx, log: o.Logger, transport: o.Transport, clients: map[*config.GoogleCredentials]clientOrErr{},
+	tr := o.Transport
+	if tr == nil {
+		tr = gcpauth.DefaultTransport()
+	}
+	// Every API call is counted for the pacer (see callCount).
+	b := &builder{ctx: ctx, log: o.Logger, transport: callTransport{tr}, clients: map[*config.GoogleCredentials]clientOrErr{},
 		logins: map[*config.GoogleCredentials]oauth2.TokenSource{},
 		huawei: map[*config.HuaweiCredentials]clientOrErr{}}
 	if b.log == nil {

@@ -23,9 +23,13 @@ import (
 // holds the whole identity for the Retry-After and cuts the rate to paceBeta of the
 // throughput that was being answered well when it came (multiplicative decrease); good
 // answers raise it again, quickly back to that throughput and then slowly past it
-// (additive increase). Answers to requests sent before the last cut do not move the rate
-// again: one burst of 429s is one signal. Requests of instances without valid files go
-// before renewals that can wait.
+// (additive increase). Answers to requests sent before the last cut do not move the
+// rate again: one burst of 429s is one signal. A 429 without Retry-After (Google's quota
+// answer has none) holds the identity for paceBarePause, so that the requests at the new
+// pace are not refused by a quota that has not refilled yet (each such refusal would cut
+// again: to the floor within milliseconds). The throughput is measured in the API calls
+// the API admitted (see callCount). Requests of instances without valid files go before
+// renewals that can wait.
 
 // AIMD constants.
 const (
@@ -45,6 +49,9 @@ const (
 	paceMin = 1.0 / 60
 	// paceMinStep is the least additive increase, requests per second per second.
 	paceMinStep = 0.02
+	// paceBarePause holds the identity after a throttling answer that names no wait:
+	// long enough for a per-second quota to refill.
+	paceBarePause = time.Second
 	// paceForget: after this long without a throttling answer the limiter forgets what
 	// it learned and starts again from api_rate (or unpaced); quotas are per minute.
 	paceForget = 10 * time.Minute
@@ -61,8 +68,11 @@ type paceState struct {
 	cutAt  time.Time // last decrease
 	preCut float64   // the pace before it
 	start  time.Time // when the limiter was made (bounds the first window)
-	ok     secRing   // good answers (in API calls) over the last paceWindow
-	sent   secRing   // requests admitted (in API calls)
+	ok     secRing   // API calls the API admitted over the last paceWindow
+	sent   secRing   // API calls sent (in requests admitted by the limiter)
+	// counted: answers come with the number of calls the API admitted (see
+	// callCount); until then a good request counts all its calls, a refused one none.
+	counted bool
 }
 
 // secRing counts events in one-second slots over the last paceWindow.
@@ -127,16 +137,12 @@ func (s *paceState) spend(now time.Time, cost int) {
 	s.next = start.Add(time.Duration(float64(cost) / s.rate * float64(time.Second)))
 }
 
-// good records a good answer at now to a request of cost calls admitted at admitted.
-func (s *paceState) good(now, admitted time.Time, cost int) {
-	s.ok.add(now, float64(cost))
+// good records a good answer at now to a request admitted at admitted, of which the API
+// admitted calls calls (-1: unknown; then cost, the calls the request makes).
+func (s *paceState) good(now, admitted time.Time, calls, cost int) {
+	s.count(now, calls, cost)
 	if admitted.Before(s.cutAt) {
-		// An answer to a request sent before the cut that arrives after it: the cut
-		// was measured without it. Re-measure (never above the pace before the cut).
-		if m := math.Min(s.throughput(now), s.preCut); m > s.peak && now.Sub(s.cutAt) < paceWindow {
-			s.peak = m
-			s.rate = math.Max(s.rate, paceBeta*m)
-		}
+		s.remeasure(now)
 		return
 	}
 	if s.peak == 0 || math.IsInf(s.rate, 1) {
@@ -159,27 +165,59 @@ func (s *paceState) good(now, admitted time.Time, cost int) {
 	}
 }
 
+// remeasure handles an answer to a request sent before the last cut that arrives after
+// it: the cut was measured without the calls it got through, so the throughput is
+// measured again and the pace raised to match (never above the pace before the cut).
+func (s *paceState) remeasure(now time.Time) {
+	if m := math.Min(s.throughput(now), s.preCut); m > s.peak && now.Sub(s.cutAt) < paceWindow {
+		s.peak = m
+		s.rate = math.Max(s.rate, paceBeta*m)
+	}
+}
+
+// count records calls admitted by the API at now (-1: unknown, then def of them).
+func (s *paceState) count(now time.Time, calls, def int) {
+	if calls >= 0 {
+		s.counted = true
+	} else {
+		calls = def
+	}
+	s.ok.add(now, float64(calls))
+}
+
 // throughput estimates what the identity's quota admits, in calls per second over the
-// last paceWindow (or since the limiter was made, at least one second): the good
-// answers, or half of what was sent when that is more (a refresh of two calls fails
-// as a whole when one is refused, so a burst can end with no good answer at all).
+// last paceWindow (or since the limiter was made, at least one second): the calls the
+// API admitted. Without counted calls, half of what was sent when that is more (a
+// refresh of two calls fails as a whole when one is refused, so a burst can end with
+// no good answer at all).
 func (s *paceState) throughput(now time.Time) float64 {
 	from := now.Add(-paceWindow)
 	if s.start.After(from) {
 		from = s.start
 	}
 	el := math.Max(1, now.Sub(from).Seconds())
+	if s.counted {
+		return s.ok.sum(from, now) / el
+	}
 	return math.Max(s.ok.sum(from, now), s.sent.sum(from, now)/2) / el
 }
 
 // throttled records a throttling answer at now to a request admitted at admitted, with
-// the server's Retry-After (0 when none). It reports whether it cut the rate.
-func (s *paceState) throttled(now, admitted time.Time, retryAfter time.Duration) bool {
+// the server's Retry-After (0 when none), of which the API admitted calls calls (-1:
+// unknown, taken as none). It reports whether it cut the rate.
+func (s *paceState) throttled(now, admitted time.Time, retryAfter time.Duration, calls int) bool {
+	s.count(now, calls, 0)
+	if retryAfter <= 0 {
+		retryAfter = paceBarePause
+	}
 	if t := now.Add(retryAfter); t.After(s.pause) {
 		s.pause = t
 	}
 	if admitted.Before(s.cutAt) {
-		return false // sent before the last cut: that cut already answered for it
+		// Sent before the last cut: that cut already answered for it (but calls of it
+		// that got through count).
+		s.remeasure(now)
+		return false
 	}
 	measured := math.Max(s.throughput(now), paceMinMeasured)
 	s.preCut = s.rate
@@ -336,12 +374,19 @@ func (p *pacer) grant(l *paceLimiter) {
 
 // answer tells the pacer how the API answered an admitted request: err nil is a good
 // answer, a throttling error slows the identity down, other errors change nothing.
-func (p *pacer) answer(t paceTicket, err error) {
+// calls is how many of its API calls the API admitted (answered other than 429/503),
+// -1 when unknown.
+func (p *pacer) answer(t paceTicket, err error, calls int) {
 	if t.at.IsZero() {
 		return
 	}
 	thr, after := throttleOf(err)
 	if err != nil && !thr {
+		if calls > 0 { // refused for another reason, but what got through counts
+			p.mu.Lock()
+			p.limiter(t.id, p.now()).st.count(p.now(), calls, 0)
+			p.mu.Unlock()
+		}
 		return
 	}
 	p.mu.Lock()
@@ -350,9 +395,9 @@ func (p *pacer) answer(t paceTicket, err error) {
 	before := l.st.rate
 	cut := false
 	if thr {
-		cut = l.st.throttled(now, t.at, after)
+		cut = l.st.throttled(now, t.at, after, calls)
 	} else {
-		l.st.good(now, t.at, t.cost)
+		l.st.good(now, t.at, calls, t.cost)
 	}
 	rate := l.st.rate
 	if thr {

@@ -32,6 +32,16 @@ type paceStep struct {
 	wantWait time.Duration // -1: not checked
 	wantRate float64       // 0: not checked; math.Inf(1) allowed
 	wantCut  bool          // throttle: whether it cut
+	counted  bool          // good/throttle: the answer says how many calls the API admitted
+	calls    int           // good/throttle: that number, when counted
+}
+
+// admittedCalls is what a step tells the limiter of the calls the API admitted.
+func (st paceStep) admittedCalls() int {
+	if !st.counted {
+		return -1
+	}
+	return st.calls
 }
 
 func TestPaceState(t *testing.T) {
@@ -75,7 +85,26 @@ func TestPaceState(t *testing.T) {
 			},
 		)},
 		{"a 429 after a quiet spell cuts to 0.9 of the 0.5/s floor, not to nothing", config.Rate{N: 600, Per: time.Minute}, []paceStep{
-			{at: time.Hour, op: "throttle", admitted: time.Hour, wantCut: true, wantRate: 0.45, wantWait: 0},
+			{at: time.Hour, op: "throttle", admitted: time.Hour, wantCut: true, wantRate: 0.45, wantWait: time.Second},
+		}},
+		{"bare 429s: a pause of a second, the cut measured in the calls the API admitted", config.Rate{}, []paceStep{
+			// A burst of two-call refreshes: 5 got through, then the quota ran out.
+			{at: 0, op: "spend", cost: 80, wantWait: 0},
+			{at: 0, op: "good", admitted: 0, cost: 2, counted: true, calls: 2},
+			{at: ms(50), op: "good", admitted: 0, cost: 2, counted: true, calls: 2},
+			{at: ms(100), op: "good", admitted: 0, cost: 2, counted: true, calls: 2},
+			{at: ms(150), op: "good", admitted: 0, cost: 2, counted: true, calls: 2},
+			{at: ms(200), op: "good", admitted: 0, cost: 2, counted: true, calls: 2},
+			// One of this refresh's calls got through: 11 calls in the first second, not
+			// the 40 that half of what was sent would say.
+			{at: ms(300), op: "throttle", admitted: ms(10), cost: 2, counted: true, calls: 1,
+				wantCut: true, wantWait: time.Second, wantRate: 0.9 * 11},
+			// Sent before the cut: no second cut, but the pause runs from this answer.
+			{at: ms(310), op: "throttle", admitted: ms(20), cost: 2, counted: true, calls: 0,
+				wantCut: false, wantWait: time.Second, wantRate: 0.9 * 11},
+			// Refused at the new pace once the pause is over: the pace is judged again.
+			{at: ms(1400), op: "throttle", admitted: ms(1320), cost: 2, counted: true, calls: 0,
+				wantCut: true, wantWait: time.Second, wantRate: 0.9 * 11 / 1.4},
 		}},
 		{"additive increase: back to the throughput quickly, then slowly past it", config.Rate{}, cat(
 			goods(10, 0, ms(100)),
@@ -106,9 +135,9 @@ func TestPaceState(t *testing.T) {
 				case "spend":
 					s.spend(now, st.cost)
 				case "good":
-					s.good(now, paceT0.Add(st.admitted), st.cost)
+					s.good(now, paceT0.Add(st.admitted), st.admittedCalls(), st.cost)
 				case "throttle":
-					if cut := s.throttled(now, paceT0.Add(st.admitted), st.after); cut != st.wantCut {
+					if cut := s.throttled(now, paceT0.Add(st.admitted), st.after, st.admittedCalls()); cut != st.wantCut {
 						t.Errorf("step %d: cut = %v, want %v", i, cut, st.wantCut)
 					}
 				}
@@ -235,7 +264,7 @@ func TestPacerPriorityAndIdentities(t *testing.T) {
 		t.Errorf("admission order %v, want [new-1 renew-1 renew-2]", got)
 	}
 	// A 429 on google:a pauses google:a for its Retry-After, not google:b.
-	p.answer(first, gapi.ParseError(429, http.Header{"Retry-After": {"30"}}, nil))
+	p.answer(first, gapi.ParseError(429, http.Header{"Retry-After": {"30"}}, nil), -1)
 	p.mu.Lock()
 	waitA, waitB := p.ids["google:a"].st.wait(clk.now()), p.ids["google:b"].st.wait(clk.now())
 	p.mu.Unlock()
@@ -260,15 +289,15 @@ func TestPacerPriorityAndIdentities(t *testing.T) {
 
 func TestPaceStateForgets(t *testing.T) {
 	s := newPaceState(config.Rate{}, paceT0)
-	s.throttled(paceT0, paceT0, 0)
+	s.throttled(paceT0, paceT0, 0, -1)
 	if s.rate > 1 {
 		t.Fatalf("rate %v after a 429", s.rate)
 	}
-	s.good(paceT0.Add(paceForget/2), paceT0.Add(paceForget/2), 1)
+	s.good(paceT0.Add(paceForget/2), paceT0.Add(paceForget/2), -1, 1)
 	if math.IsInf(s.rate, 1) {
 		t.Fatal("forgot too early")
 	}
-	s.good(paceT0.Add(paceForget+time.Second), paceT0.Add(paceForget), 1)
+	s.good(paceT0.Add(paceForget+time.Second), paceT0.Add(paceForget), -1, 1)
 	if !math.IsInf(s.rate, 1) {
 		t.Errorf("rate %v %v after the quiet period, want unpaced again", s.rate, paceForget)
 	}
@@ -279,8 +308,15 @@ func TestPaceStateForgets(t *testing.T) {
 // gets its files, with fewer 429s than instances; the metrics count the 429s for the
 // credentials block and show the pace learned.
 func TestRunPacesUnderQuota(t *testing.T) {
+	t.Run("429 with Retry-After", func(t *testing.T) { runPacedUnderQuota(t, emulator.Quota{PerSecond: 10}) })
+	// Google's quota 429 (cloud-apis.md §7.3) carries no Retry-After: the pace is
+	// learned from the refusals alone.
+	t.Run("429 without Retry-After", func(t *testing.T) { runPacedUnderQuota(t, emulator.Quota{PerSecond: 10, NoRetryAfter: true}) })
+}
+
+func runPacedUnderQuota(t *testing.T, q emulator.Quota) {
 	w := newWorld(t, time.Hour)
-	w.emu.SetQuota(emulator.Quota{PerSecond: 10})
+	w.emu.SetQuota(q)
 	w.extra = `key_rotation = "24h"` // with share_keys: one key, so the API is the bottleneck
 	var names []string
 	for i := range 40 {

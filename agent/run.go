@@ -425,8 +425,13 @@ func (d *daemon) fetchPaced(ctx context.Context, in *Instance, st *loopState, ke
 	st.hb.busy("fetching from the API", d.fetchLimit())
 	fctx, cancel := context.WithTimeoutCause(ctx, d.o.FetchTimeout, fmt.Errorf("the API did not answer within %s", d.o.FetchTimeout))
 	defer cancel()
+	fctx, calls := withCallCount(fctx)
 	b, err := d.a.fetchWith(fctx, in, key)
-	d.pace.answer(ticket, err)
+	admitted := int(calls.admitted.Load())
+	if admitted+int(calls.refused.Load()) == 0 {
+		admitted = -1 // no HTTP answer was seen (a provider without HTTP): unknown
+	}
+	d.pace.answer(ticket, err, admitted)
 	if err != nil && fctx.Err() != nil && ctx.Err() == nil {
 		return nil, retryableError{fmt.Errorf("%w (%w)", context.Cause(fctx), err)}
 	}

@@ -17,10 +17,14 @@ import (
 // once and 10 per second. A request over either limit is answered 429
 // RESOURCE_EXHAUSTED with Google's rateLimitExceeded body (cloud-apis.md §7.3) and a
 // Retry-After header: the whole seconds until the request would have been admitted,
-// at least 1. Zero limits are off; the zero Quota enforces nothing.
+// at least 1 (none with NoRetryAfter). Zero limits are off; the zero Quota enforces
+// nothing.
 type Quota struct {
 	PerMinute int
 	PerSecond int
+	// NoRetryAfter leaves the Retry-After header out, as the 429 that cloud-apis.md
+	// §7.3 shows has none: clients must find the pace on their own.
+	NoRetryAfter bool
 }
 
 func (q Quota) off() bool { return q.PerMinute <= 0 && q.PerSecond <= 0 }
@@ -129,8 +133,10 @@ func (e *Emulator) checkQuota(w http.ResponseWriter, r *http.Request) bool {
 	if wait <= 0 {
 		return false
 	}
-	secs := max(1, int(math.Ceil(wait.Seconds())))
-	w.Header().Set("Retry-After", strconv.Itoa(secs))
+	if !q.NoRetryAfter {
+		secs := max(1, int(math.Ceil(wait.Seconds())))
+		w.Header().Set("Retry-After", strconv.Itoa(secs))
+	}
 	writeDefaultError(w, http.StatusTooManyRequests)
 	return true
 }

@@ -50,6 +50,7 @@ func main() {
 	sizes := flag.String("n", "10,100,1000", "instance counts")
 	settle := flag.Duration("settle", 10*time.Second, "wait after the last certificate before reading RSS")
 	quotaN := flag.Int("quota-instances", 500, "instances of the quota run (0: skip it)")
+	quotaBare := flag.Bool("quota-bare", false, "the quota run's 429s carry no Retry-After (as Google's quota answer, cloud-apis.md §7.3)")
 	modes := flag.String("modes", "proxy,agent,share", "what to run: proxy, agent (default mode), share (share_keys)")
 	runs := flag.Int("runs", 1, "runs of each mode per N, interleaved; more than one adds median rows")
 	flag.StringVar(&workDir, "dir", os.TempDir(), "where each run's files go (the agent's sinks): its file system decides much of the agent's CPU")
@@ -148,8 +149,12 @@ func main() {
 		}
 	}
 	if *quotaN > 0 {
-		q := emulator.Quota{PerMinute: 600, PerSecond: 10}
-		fmt.Printf("\nquota 600/min and 10/s per identity, %d instances (floor: %d calls at 10/s = %d s)\n", *quotaN, 2**quotaN, 2**quotaN/10)
+		q := emulator.Quota{PerMinute: 600, PerSecond: 10, NoRetryAfter: *quotaBare}
+		ra := "with Retry-After"
+		if *quotaBare {
+			ra = "without Retry-After"
+		}
+		fmt.Printf("\nquota 600/min and 10/s per identity (429s %s), %d instances (floor: %d calls at 10/s = %d s)\n", ra, *quotaN, 2**quotaN, 2**quotaN/10)
 		if *proxyBin != "" {
 			run(runProxy, *proxyBin, *quotaN, q, 0, "cloud-sql-proxy (quota)")
 		}
