@@ -81,21 +81,28 @@ type secRing struct {
 	sec [10]int64
 }
 
-func (r *secRing) add(now time.Time, v float64) {
-	sec := now.Unix()
+// add counts v events at at, which may lie in the past (calls are counted at their
+// request's admission, when their answer comes); one older than its slot's second has
+// left the window and is dropped.
+func (r *secRing) add(at time.Time, v float64) {
+	sec := at.Unix()
 	i := int(sec % int64(len(r.n)))
-	if r.sec[i] != sec {
+	switch {
+	case r.sec[i] < sec:
 		r.sec[i], r.n[i] = sec, 0
+	case r.sec[i] > sec:
+		return
 	}
 	r.n[i] += v
 }
 
-// sum counts the events of the slots from from's second to now's.
-func (r *secRing) sum(from, now time.Time) float64 {
+// sum counts the events from from's second to to's, of the slots still in the window
+// that ends at now.
+func (r *secRing) sum(from, to, now time.Time) float64 {
 	var v float64
 	sec := now.Unix()
 	for i, at := range r.sec {
-		if at > sec-int64(len(r.n)) && at >= from.Unix() && at <= sec {
+		if at > sec-int64(len(r.n)) && at >= from.Unix() && at <= to.Unix() {
 			v += r.n[i]
 		}
 	}
@@ -140,7 +147,7 @@ func (s *paceState) spend(now time.Time, cost int) {
 // good records a good answer at now to a request admitted at admitted, of which the API
 // admitted calls calls (-1: unknown; then cost, the calls the request makes).
 func (s *paceState) good(now, admitted time.Time, calls, cost int) {
-	s.count(now, calls, cost)
+	s.count(admitted, calls, cost)
 	if admitted.Before(s.cutAt) {
 		s.remeasure(now)
 		return
@@ -166,47 +173,49 @@ func (s *paceState) good(now, admitted time.Time, calls, cost int) {
 }
 
 // remeasure handles an answer to a request sent before the last cut that arrives after
-// it: the cut was measured without the calls it got through, so the throughput is
-// measured again and the pace raised to match (never above the pace before the cut).
+// it: the cut was measured without the calls it got through, so the throughput up to
+// the cut is measured again and the pace raised to match (never above the pace before
+// the cut). Calls count at their admission, so slow answers do not dilute it.
 func (s *paceState) remeasure(now time.Time) {
-	if m := math.Min(s.throughput(now), s.preCut); m > s.peak && now.Sub(s.cutAt) < paceWindow {
+	if m := math.Min(s.throughput(now, s.cutAt), s.preCut); m > s.peak && now.Sub(s.cutAt) < paceWindow {
 		s.peak = m
 		s.rate = math.Max(s.rate, paceBeta*m)
 	}
 }
 
-// count records calls admitted by the API at now (-1: unknown, then def of them).
-func (s *paceState) count(now time.Time, calls, def int) {
+// count records calls of a request admitted by the limiter at admitted that the API
+// admitted (-1: unknown, then def of them).
+func (s *paceState) count(admitted time.Time, calls, def int) {
 	if calls >= 0 {
 		s.counted = true
 	} else {
 		calls = def
 	}
-	s.ok.add(now, float64(calls))
+	s.ok.add(admitted, float64(calls))
 }
 
 // throughput estimates what the identity's quota admits, in calls per second over the
-// last paceWindow (or since the limiter was made, at least one second): the calls the
-// API admitted. Without counted calls, half of what was sent when that is more (a
-// refresh of two calls fails as a whole when one is refused, so a burst can end with
-// no good answer at all).
-func (s *paceState) throughput(now time.Time) float64 {
-	from := now.Add(-paceWindow)
+// paceWindow that ends at upTo (or since the limiter was made, at least one second):
+// the calls the API admitted, by when they were sent, as answered by now. Without
+// counted calls, half of what was sent when that is more (a refresh of two calls fails
+// as a whole when one is refused, so a burst can end with no good answer at all).
+func (s *paceState) throughput(now, upTo time.Time) float64 {
+	from := upTo.Add(-paceWindow)
 	if s.start.After(from) {
 		from = s.start
 	}
-	el := math.Max(1, now.Sub(from).Seconds())
+	el := math.Max(1, upTo.Sub(from).Seconds())
 	if s.counted {
-		return s.ok.sum(from, now) / el
+		return s.ok.sum(from, upTo, now) / el
 	}
-	return math.Max(s.ok.sum(from, now), s.sent.sum(from, now)/2) / el
+	return math.Max(s.ok.sum(from, upTo, now), s.sent.sum(from, upTo, now)/2) / el
 }
 
 // throttled records a throttling answer at now to a request admitted at admitted, with
 // the server's Retry-After (0 when none), of which the API admitted calls calls (-1:
 // unknown, taken as none). It reports whether it cut the rate.
 func (s *paceState) throttled(now, admitted time.Time, retryAfter time.Duration, calls int) bool {
-	s.count(now, calls, 0)
+	s.count(admitted, calls, 0)
 	if retryAfter <= 0 {
 		retryAfter = paceBarePause
 	}
@@ -219,7 +228,7 @@ func (s *paceState) throttled(now, admitted time.Time, retryAfter time.Duration,
 		s.remeasure(now)
 		return false
 	}
-	measured := math.Max(s.throughput(now), paceMinMeasured)
+	measured := math.Max(s.throughput(now, now), paceMinMeasured)
 	s.preCut = s.rate
 	s.peak = math.Min(s.rate, measured)
 	s.rate = math.Max(paceMin, paceBeta*s.peak)
@@ -384,7 +393,7 @@ func (p *pacer) answer(t paceTicket, err error, calls int) {
 	if err != nil && !thr {
 		if calls > 0 { // refused for another reason, but what got through counts
 			p.mu.Lock()
-			p.limiter(t.id, p.now()).st.count(p.now(), calls, 0)
+			p.limiter(t.id, p.now()).st.count(t.at, calls, 0)
 			p.mu.Unlock()
 		}
 		return

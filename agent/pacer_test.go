@@ -120,11 +120,27 @@ func TestPaceState(t *testing.T) {
 			goods(200, ms(1000), ms(100)),
 			[]paceStep{{at: ms(21000), op: "spend", cost: 1, wantWait: -1, wantRate: 10}},
 		)},
-		{"stale good answers do not raise the pace after a cut", config.Rate{}, cat(
+		{"stale good answers re-measure the cut, they do not add to the pace", config.Rate{}, cat(
 			goods(10, 0, ms(100)),
 			[]paceStep{{at: ms(999), op: "throttle", admitted: ms(999), wantCut: true, wantWait: -1, wantRate: 9},
-				{at: ms(1100), op: "good", admitted: ms(900), cost: 1, wantWait: -1, wantRate: 9}},
+				// Sent in the first second: 11 calls got through then, not 10.
+				{at: ms(1100), op: "good", admitted: ms(900), cost: 1, wantWait: -1, wantRate: 0.9 * 11},
+				// Sent in it too, but the same throughput again: no change.
+				{at: ms(1200), op: "good", admitted: ms(990), cost: 0, wantWait: -1, wantRate: 0.9 * 11}},
 		)},
+		{"slow successes after fast 429s: the cut is re-measured by when calls were sent", config.Rate{}, []paceStep{
+			// A start burst of 16 two-call refreshes; the quota refuses fast (30 ms)...
+			{at: 0, op: "spend", cost: 32, wantWait: 0},
+			{at: ms(30), op: "throttle", admitted: 0, cost: 2, counted: true, calls: 0,
+				wantCut: true, wantWait: time.Second, wantRate: 0.9 * paceMinMeasured},
+			// ... and answers the 5 refreshes it admitted 1.5 s later: 10 calls were
+			// admitted in the first second, a pace of 10/s, not 10 in 1.5 s.
+			{at: ms(1500), op: "good", admitted: 0, cost: 2, counted: true, calls: 2},
+			{at: ms(1510), op: "good", admitted: 0, cost: 2, counted: true, calls: 2},
+			{at: ms(1520), op: "good", admitted: 0, cost: 2, counted: true, calls: 2},
+			{at: ms(1530), op: "good", admitted: 0, cost: 2, counted: true, calls: 2},
+			{at: ms(1540), op: "good", admitted: 0, cost: 2, counted: true, calls: 2, wantWait: -1, wantRate: 9},
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
