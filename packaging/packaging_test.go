@@ -167,7 +167,7 @@ func TestUnitHardening(t *testing.T) {
 			{"Service", "Environment", "GOTRACEBACK=crash"},
 			{"Service", "LimitCORE", "0"},
 			{"Service", "WatchdogSec", "60s"},
-			{"Service", "TimeoutStopSec", "2min"},
+			{"Service", "TimeoutStopSec", "3min"},
 			{"Service", "RuntimeDirectory", "dbcert-agent"},
 			{"Unit", "After", onceUnit},
 		}, sandbox...),
