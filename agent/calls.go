@@ -23,6 +23,16 @@ func withCallCount(ctx context.Context) (context.Context, *callCount) {
 	return context.WithValue(ctx, callCountKey{}, c), c
 }
 
+// admittedOrUnknown is the number of calls the API admitted, or -1 when no call was
+// answered (a provider that does not use HTTP, or a fetch that failed before any answer).
+func (c *callCount) admittedOrUnknown() int {
+	admitted := int(c.admitted.Load())
+	if admitted+int(c.refused.Load()) == 0 {
+		return -1
+	}
+	return admitted
+}
+
 // callTransport counts the answers to requests whose context carries a callCount
 // (the API calls of a paced fetch; token requests have contexts of their own).
 type callTransport struct{ base http.RoundTripper }

@@ -945,20 +945,12 @@ func (h *gateHook) hangOnRenewal(t *testing.T, clock *fakeClock) (release func()
 // once the new configuration has settled — not while the reload waits for a stopped
 // loop's hook (the new instance b not yet started), nor while b has no files.
 func TestReloadReadyWaitsForTheNewConfiguration(t *testing.T) {
-	clock := newFakeClock()
-	x := &Instance{Name: "x", Provider: &fakeProvider{t: t, clock: clock.Now, life: time.Hour}, NeedsKey: true, Sinks: []Sink{&memSink{}}}
-	hk := &gateHook{}
-	h := &Instance{Name: "h", Provider: &fakeProvider{t: t, clock: clock.Now, life: time.Hour}, NeedsKey: true, Sinks: []Sink{&memSink{}}, Hooks: []Hook{hk}}
-	bp := &fakeProvider{t: t, clock: clock.Now, life: time.Hour, fail: retryErr{"503 backendError"}}
-	b := &Instance{Name: "b", Provider: bp, NeedsKey: true, Sinks: []Sink{&memSink{}}}
-	n := &fakeNotifier{}
-	hup := make(chan os.Signal, 1)
-	d, buf := fakeDaemon(t, clock, fakeRunOptions{RunOptions: RunOptions{Notifier: n, Hangup: hup,
-		Reload: func(context.Context) ([]*Instance, error) { return []*Instance{x, b}, nil }}}, x, h)
+	sc := newReloadScenario(t, false)
+	clock, hk, n, d, buf := sc.clock, sc.hk, sc.n, sc.d, sc.buf
 	eventually(t, 5*time.Second, "READY=1", func() bool { return n.count("READY") == 1 })
 	settle(t, d)
 	release := hk.hangOnRenewal(t, clock)
-	hup <- syscall.SIGHUP
+	sc.hup <- syscall.SIGHUP
 	eventually(t, 5*time.Second, "the reload waiting for h's loop", func() bool {
 		return n.count("RELOADING") == 1 && strings.Contains(buf.String(), "reloading configuration")
 	})
@@ -966,15 +958,51 @@ func TestReloadReadyWaitsForTheNewConfiguration(t *testing.T) {
 	if c := n.count("READY"); c != 1 {
 		t.Fatalf("READY=1 sent again while the reload was still stopping h (b not started); status %q", n.lastStatus())
 	}
-	release()
-	eventually(t, 5*time.Second, "b's first attempt", func() bool { return bp.count() == 1 })
-	settle(t, d)
-	if c := n.count("READY"); c != 1 {
-		t.Fatalf("READY=1 sent again although b has no files; status %q", n.lastStatus())
+	sc.finish(t, release, 1)
+}
+
+// reloadScenario is a daemon running x and h (h's hook can be made to hang) whose
+// reload replaces them with x and b, b failing until told otherwise.
+type reloadScenario struct {
+	clock *fakeClock
+	hk    *gateHook
+	xp    *fakeProvider // x's
+	bp    *fakeProvider // b's
+	n     *fakeNotifier
+	hup   chan os.Signal
+	d     *daemon
+	buf   *syncBuffer
+}
+
+// newReloadScenario starts the daemon; xFails makes x fail until told otherwise too.
+func newReloadScenario(t *testing.T, xFails bool) *reloadScenario {
+	sc := &reloadScenario{clock: newFakeClock(), hk: &gateHook{}, n: &fakeNotifier{}, hup: make(chan os.Signal, 1)}
+	sc.xp = &fakeProvider{t: t, clock: sc.clock.Now, life: time.Hour}
+	if xFails {
+		sc.xp.fail = retryErr{"503 backendError"}
 	}
-	bp.setFail(nil)
-	clock.Advance(10 * time.Minute) // past b's backoff
-	eventually(t, 5*time.Second, "READY=1 once b has files", func() bool { return n.count("READY") == 2 })
+	x := &Instance{Name: "x", Provider: sc.xp, NeedsKey: true, Sinks: []Sink{&memSink{}}}
+	h := &Instance{Name: "h", Provider: &fakeProvider{t: t, clock: sc.clock.Now, life: time.Hour}, NeedsKey: true, Sinks: []Sink{&memSink{}}, Hooks: []Hook{sc.hk}}
+	sc.bp = &fakeProvider{t: t, clock: sc.clock.Now, life: time.Hour, fail: retryErr{"503 backendError"}}
+	b := &Instance{Name: "b", Provider: sc.bp, NeedsKey: true, Sinks: []Sink{&memSink{}}}
+	sc.d, sc.buf = fakeDaemon(t, sc.clock, fakeRunOptions{RunOptions: RunOptions{Notifier: sc.n, Hangup: sc.hup,
+		Reload: func(context.Context) ([]*Instance, error) { return []*Instance{x, b}, nil }}}, x, h)
+	return sc
+}
+
+// finish releases the reload held on h's hook and checks that READY=1, sent ready
+// times so far, is not sent again while b has no files, and is once b has them.
+func (sc *reloadScenario) finish(t *testing.T, release func(), ready int) {
+	t.Helper()
+	release()
+	eventually(t, 5*time.Second, "b's first attempt", func() bool { return sc.bp.count() == 1 })
+	settle(t, sc.d)
+	if c := sc.n.count("READY"); c != ready {
+		t.Fatalf("READY=1 sent although b has no files (%d, want %d); status %q", c, ready, sc.n.lastStatus())
+	}
+	sc.bp.setFail(nil)
+	sc.clock.Advance(10 * time.Minute) // past b's backoff
+	eventually(t, 5*time.Second, "READY=1 once b has files", func() bool { return sc.n.count("READY") == ready+1 })
 }
 
 // TestFailedReloadAndReady: a configuration that fails to load during start-up does
@@ -1100,21 +1128,12 @@ func TestNotReadyBeforeRun(t *testing.T) {
 // instances alone (x getting its files meanwhile); it comes once the new instance b has
 // files.
 func TestReloadDuringStartupHoldsReady(t *testing.T) {
-	clock := newFakeClock()
-	xp := &fakeProvider{t: t, clock: clock.Now, life: time.Hour, fail: retryErr{"503 backendError"}}
-	x := &Instance{Name: "x", Provider: xp, NeedsKey: true, Sinks: []Sink{&memSink{}}}
-	hk := &gateHook{}
-	h := &Instance{Name: "h", Provider: &fakeProvider{t: t, clock: clock.Now, life: time.Hour}, NeedsKey: true, Sinks: []Sink{&memSink{}}, Hooks: []Hook{hk}}
-	bp := &fakeProvider{t: t, clock: clock.Now, life: time.Hour, fail: retryErr{"503 backendError"}}
-	b := &Instance{Name: "b", Provider: bp, NeedsKey: true, Sinks: []Sink{&memSink{}}}
-	n := &fakeNotifier{}
-	hup := make(chan os.Signal, 1)
-	d, buf := fakeDaemon(t, clock, fakeRunOptions{RunOptions: RunOptions{Notifier: n, Hangup: hup,
-		Reload: func(context.Context) ([]*Instance, error) { return []*Instance{x, b}, nil }}}, x, h)
+	sc := newReloadScenario(t, true)
+	clock, hk, xp, n, d, buf := sc.clock, sc.hk, sc.xp, sc.n, sc.d, sc.buf
 	eventually(t, 5*time.Second, "h's files and x's first attempt", func() bool { return hk.count() == 1 && xp.count() >= 1 })
 	settle(t, d)
 	release := hk.hangOnRenewal(t, clock)
-	hup <- syscall.SIGHUP
+	sc.hup <- syscall.SIGHUP
 	eventually(t, 5*time.Second, "the reload waiting for h's loop", func() bool { return strings.Contains(buf.String(), "reloading configuration") })
 	xp.setFail(nil)
 	clock.Advance(10 * time.Minute) // x retries and gets its files
@@ -1126,15 +1145,7 @@ func TestReloadDuringStartupHoldsReady(t *testing.T) {
 	if c := n.count("READY"); c != 0 {
 		t.Fatalf("READY=1 sent while the reload was still applying (b not started); status %q", n.lastStatus())
 	}
-	release()
-	eventually(t, 5*time.Second, "b's first attempt", func() bool { return bp.count() == 1 })
-	settle(t, d)
-	if c := n.count("READY"); c != 0 {
-		t.Fatalf("READY=1 sent although b has no files; status %q", n.lastStatus())
-	}
-	bp.setFail(nil)
-	clock.Advance(10 * time.Minute)
-	eventually(t, 5*time.Second, "READY=1 once b has files", func() bool { return n.count("READY") == 1 })
+	sc.finish(t, release, 0)
 }
 
 // forgetfulSink writes like a memSink but, once forget is set, reads back nothing: files

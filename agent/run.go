@@ -427,11 +427,7 @@ func (d *daemon) fetchPaced(ctx context.Context, in *Instance, st *loopState, ke
 	defer cancel()
 	fctx, calls := withCallCount(fctx)
 	b, err := d.a.fetchWith(fctx, in, key)
-	admitted := int(calls.admitted.Load())
-	if admitted+int(calls.refused.Load()) == 0 {
-		admitted = -1 // no HTTP answer was seen (a provider without HTTP): unknown
-	}
-	d.pace.answer(ticket, err, admitted)
+	d.pace.answer(ticket, err, calls.admittedOrUnknown())
 	if err != nil && fctx.Err() != nil && ctx.Err() == nil {
 		return nil, retryableError{fmt.Errorf("%w (%w)", context.Cause(fctx), err)}
 	}

@@ -279,15 +279,14 @@ func (h *Exec) Run(ctx context.Context, ev Event) error {
 	}()
 	err = cmd.Wait()
 	elapsed := time.Since(start)
+	drain := h.grace // for processes the command started that hold its output
 	if stopped.Load() {
 		// Whatever survived SIGTERM and the grace period (grandchildren
-		// included) dies now.
+		// included) dies now, so what held the output is gone too.
 		_ = signalGroup(cmd, syscall.SIGKILL)
+		drain = min(drain, drainAfterKill)
 	}
-	lingered, drain := false, h.grace
-	if stopped.Load() {
-		drain = min(drain, drainAfterKill) // what held the output was just killed
-	}
+	lingered := false
 	select {
 	case <-copied:
 	case <-ctx.Done():
